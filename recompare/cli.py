@@ -1,0 +1,125 @@
+"""The ``recompare`` command line: one click group, thin commands.
+
+Commands live in :mod:`recompare.commands` (one module per area) and only
+translate options into library calls.  Results go to stdout (a rich table, or
+JSON with ``--json``); progress and logs go to stderr.  Library errors
+(:class:`~recompare.errors.RecompareError`) become one line and exit code 1.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import RecompareError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    """Turns expected errors into one clean line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RecompareError as exc:
+            raise click.ClickException(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"file not found: {exc.filename or exc}") from None
+        except PermissionError as exc:
+            raise click.ClickException(f"permission denied: {exc.filename or exc}") from None
+        except MemoryError:
+            raise click.ClickException(
+                "out of memory; try a smaller --scale, fewer factors or a smaller batch"
+            ) from None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # keep the order in which commands were registered (the tour order)
+        return list(self.commands)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="recompare")
+def main() -> None:
+    """Compare WALS matrix factorization and a softmax DNN on the same data.
+
+    \b
+    A typical session:
+      recompare data synth data/planted              # or: data prepare ml-100k/ my-data
+      recompare train-wals data/planted -o models/wals
+      recompare train-dnn data/planted -o models/dnn
+      recompare evaluate data/planted models/wals models/dnn popularity --folding-report
+      recompare compare data/planted -o report/        # all of it, with a report
+    """
+
+
+# ------------------------------------------------------------------ helpers
+def stderr_console():
+    """A rich console on stderr for progress and logs (stdout stays pipeable)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def stdout_console():
+    from rich.console import Console
+
+    return Console()
+
+
+def echo_json(payload: Any) -> None:
+    """Print machine-readable output on stdout."""
+    click.echo(json.dumps(payload, indent=2, default=_default))
+
+
+def _default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def json_option(func):
+    """``--json``: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print machine-readable JSON on stdout.")(func)
+
+
+def seed_option(func):
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="Random seed; the same seed gives the same numbers.")(func)
+
+
+def threads_option(func):
+    return click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="CPU threads to use (0 = all cores).")(func)
+
+
+def _register() -> None:
+    import importlib
+
+    for name in ("data", "train_wals", "train_dnn", "evaluate", "export", "compare", "bench"):
+        try:
+            module = importlib.import_module(f"recompare.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"recompare.commands.{name}":
+                continue  # area not built yet
+            raise
+        for command in getattr(module, "COMMANDS", ()):
+            main.add_command(command)
+
+
+_register()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

@@ -1,0 +1,178 @@
+"""The small contract every model family keeps (scikit-learn's, adapted).
+
+* The constructor stores hyperparameters verbatim; no work, no validation.
+* ``fit(dataset, callback=None)`` validates, re-initialises from ``random_state``
+  and returns ``self``.  Learned state ends in ``_``.
+* A fitted model embeds queries and items; scores are dot products
+  ``query_embedding . item_embedding`` and ``recommend`` returns the top k.
+* Users unseen in training are served by :meth:`embed_new_users` (fold-in
+  history and/or features) where the family supports it.
+* ``save(path)`` writes a directory with ``model.json`` (kind, params,
+  fingerprint of the training data) plus open-format arrays; ``load`` reads it
+  back without unpickling.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import RecompareError
+
+#: Progress callback: receives one dict per event, e.g.
+#: ``{"stage": "iteration", "iteration": 3, "total": 15, "objective": 1.2e5}``.
+Callback = Callable[[dict], None]
+
+MODEL_FILE = "model.json"
+
+
+class Recommender:
+    """Base class: a dot-product retrieval model over the dataset's items."""
+
+    kind: ClassVar[str] = "base"
+    #: protocols the family can serve: "weak" (known users), "strong" (fold-in
+    #: history of unseen users), "cold" (features of unseen users only)
+    protocols: ClassVar[frozenset[str]] = frozenset({"weak"})
+
+    # fitted state common to every family
+    fingerprint_: str | None = None
+    n_users_: int
+    n_items_: int
+    seen_: sp.csr_matrix | None = None
+    fit_info_: dict
+
+    # ---------------------------------------------------------- hyperparams
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments as stored (sklearn's contract)."""
+        import inspect
+
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -------------------------------------------------------------- fitting
+    def fit(self, dataset, callback: Callback | None = None) -> "Recommender":
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if getattr(self, "fingerprint_", None) is None:
+            raise RecompareError(f"{type(self).__name__} is not fitted; call fit() first")
+
+    def _remember(self, dataset) -> None:
+        """Record what every fitted model must know about its training data."""
+        self.fingerprint_ = dataset.fingerprint
+        self.n_users_ = dataset.n_users
+        self.n_items_ = dataset.n_items
+        self.seen_ = dataset.train
+
+    # ------------------------------------------------------------ embedding
+    def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
+        """Query embeddings of training users, ndarray of shape (n_users, dim)."""
+        raise NotImplementedError
+
+    def item_embeddings(self) -> np.ndarray:
+        """Item embeddings, ndarray of shape (n_items, dim)."""
+        raise NotImplementedError
+
+    def embed_new_users(
+        self, history: sp.csr_matrix | None, features: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Query embeddings for users unseen in training.
+
+        Parameters
+        ----------
+        history : csr_matrix of shape (n_new, n_items) or None
+            Fold-in interactions (``strong``); None or empty rows for ``cold``.
+        features : DataFrame with n_new rows, or None
+            User side features, same columns as the training data set.
+        """
+        raise RecompareError(f"model kind '{self.kind}' cannot embed users unseen in training")
+
+    # -------------------------------------------------------------- serving
+    def recommend(
+        self,
+        users: np.ndarray | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+        seen: sp.csr_matrix | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for training users.
+
+        Returns
+        -------
+        item_ids : ndarray of shape (n_users, k), int64 dense item indices
+        scores : ndarray of shape (n_users, k), float32, descending per row
+        """
+        from .topk import topk_dot
+
+        self._check_fitted()
+        users = np.arange(self.n_users_) if users is None else np.asarray(users, dtype=np.int64)
+        _check_k(k, self.n_items_)
+        exclude = None
+        if exclude_seen:
+            seen = self.seen_ if seen is None else seen
+            if seen is None:
+                raise RecompareError("exclude_seen needs the training matrix: pass seen=")
+            exclude = seen[users]
+        return topk_dot(self.query_embeddings(users), self.item_embeddings(), k, exclude=exclude)
+
+    def recommend_new(
+        self,
+        history: sp.csr_matrix | None,
+        features: pd.DataFrame | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for users unseen in training (fold-in history excluded)."""
+        from .topk import topk_dot
+
+        self._check_fitted()
+        _check_k(k, self.n_items_)
+        q = self.embed_new_users(history, features)
+        exclude = history if (exclude_seen and history is not None) else None
+        return topk_dot(q, self.item_embeddings(), k, exclude=exclude)
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Recommender":
+        raise NotImplementedError
+
+    def _model_json(self, **extra: Any) -> dict:
+        return {
+            "kind": self.kind,
+            "params": self.get_params(),
+            "fingerprint": self.fingerprint_,
+            "n_users": self.n_users_,
+            "n_items": self.n_items_,
+            "fit_info": getattr(self, "fit_info_", {}),
+            **extra,
+        }
+
+
+def _check_k(k: int, n_items: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k <= 0:
+        raise RecompareError(f"k must be a positive integer, got {k}")
+    if k > n_items:
+        raise RecompareError(f"k={k} is larger than the catalogue ({n_items} items)")
+
+
+def read_model_json(path: str | os.PathLike) -> dict:
+    """Parse ``model.json`` of a saved model directory, with a clear error."""
+    file = Path(path) / MODEL_FILE
+    if not file.is_file():
+        raise RecompareError(f"{path} is not a saved model (no {MODEL_FILE})")
+    try:
+        return json.loads(file.read_text())
+    except ValueError as exc:
+        raise RecompareError(f"cannot parse {file}: {exc}") from None
