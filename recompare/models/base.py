@@ -96,6 +96,13 @@ class Recommender:
         """
         raise RecompareError(f"model kind '{self.kind}' cannot embed users unseen in training")
 
+    def serving_nbytes(self) -> int:
+        """Bytes that must be kept in memory to serve: by default the static query
+        and item embeddings.  Families that compute queries at request time
+        override this (item embeddings plus the query tower's parameters)."""
+        self._check_fitted()
+        return int(self.item_embeddings().nbytes + self.query_embeddings().nbytes)
+
     # -------------------------------------------------------------- serving
     def recommend(
         self,

@@ -1,0 +1,103 @@
+"""Timing and memory helpers shared by the benchmarks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import resource
+import time
+from typing import Iterator
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process since start or the last :func:`reset_peak_rss`."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def measure() -> Iterator[dict]:
+    """Measure wall time and the peak RSS increase over the RSS at entry.
+
+    Yields a dict filled on exit with ``seconds``, ``peak_rss_bytes`` (absolute peak)
+    and ``peak_extra_bytes`` (peak minus RSS at entry).
+    """
+    result: dict = {}
+    reset_peak_rss()
+    base = current_rss_bytes()
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        result["seconds"] = time.perf_counter() - start
+        peak = peak_rss_bytes()
+        result["peak_rss_bytes"] = peak
+        result["peak_extra_bytes"] = max(0, peak - base)
+
+
+def machine_info() -> dict:
+    """Machine, versions and commit, recorded with every benchmark result."""
+    import subprocess
+
+    import numpy
+    import scipy
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        info["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=os.path.dirname(__file__), timeout=5,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["commit"] = None
+    return info
+
+
+def best_of(func, repeat: int = 3) -> float:
+    """Fastest wall time of ``repeat`` calls (the least noisy estimate on a shared machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - start)
+    return best

@@ -1,0 +1,68 @@
+"""``recompare bench``: the scripted benchmarks, each side by side with its peer."""
+from __future__ import annotations
+
+import click
+
+from ..cli import echo_json, json_option, stderr_console
+
+SUITES = ("wals", "dnn", "eval", "scaling")
+_MODULES = {
+    "wals": "recompare.bench.wals",
+    "dnn": "recompare.bench.dnn",
+    "eval": "recompare.bench.evaluation",
+    "scaling": "recompare.bench.scaling",
+}
+
+
+@click.command("bench")
+@click.argument("suite", type=click.Choice(SUITES + ("all",)), default="all")
+@click.option("--scale", type=click.Choice(("tiny", "small", "full")), default="small",
+              show_default=True,
+              help="tiny: seconds, exercises every script (CI); full: the figures in the issues.")
+@click.option("--output", "output", type=click.Path(file_okay=False), default=None,
+              help="Directory for bench.json and bench.md (replaced atomically).")
+@json_option
+def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
+    """Run the scripted benchmarks and report figures as ratios to their peers.
+
+    Each benchmark measures recompare and its peer in the same run (implicit for
+    WALS, this machine's matmul for the DNN and for top-k evaluation), because
+    absolute times on a shared machine are noisy while ratios hold.
+
+    \b
+    Examples:
+      recompare bench all --scale tiny          # every script, in seconds
+      recompare bench wals --scale full --json  # the WALS figures against implicit
+    """
+    import importlib
+    import time
+
+    from ..bench.common import machine_info
+    from ..report.bench import bench_table, write_bench_outputs
+
+    console = stderr_console()
+    names = SUITES if suite == "all" else (suite,)
+    results: dict = {"scale": scale, "machine": machine_info(), "suites": {}}
+    for name in names:
+        module = importlib.import_module(_MODULES[name])
+        start = time.perf_counter()
+        with console.status(f"[bold]bench {name}[/] ({scale})") as status:
+            def callback(event: dict, _status=status, _name=name) -> None:
+                message = event.get("message") or event.get("stage") or ""
+                _status.update(f"[bold]bench {_name}[/] ({scale}) {message}")
+
+            results["suites"][name] = module.run(scale=scale, callback=callback)
+        results["suites"][name]["wall_seconds"] = time.perf_counter() - start
+        console.log(f"bench {name} done in {time.perf_counter() - start:.1f} s")
+    if output:
+        write_bench_outputs(results, output)
+        console.log(f"wrote {output}/bench.json and {output}/bench.md")
+    if as_json:
+        echo_json(results)
+    else:
+        from ..cli import stdout_console
+
+        stdout_console().print(bench_table(results))
+
+
+COMMANDS = [bench]

@@ -1,0 +1,255 @@
+"""``recompare train-dnn``: train the softmax DNN and save it as a model directory.
+
+A thin wrapper over :class:`recompare.models.softmax.SoftmaxDNN`; torch is
+imported only when the command runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..cli import (
+    echo_json,
+    json_option,
+    seed_option,
+    stderr_console,
+    stdout_console,
+    threads_option,
+)
+from ..errors import RecompareError
+
+
+def _tower_options(func):
+    """``--dim``, ``--hidden``, ``--activation``."""
+    func = click.option("--activation", type=click.Choice(("tanh", "relu")), default="tanh",
+                        show_default=True, help="Activation of the hidden layers.")(func)
+    func = click.option("--hidden", default="256", show_default=True,
+                        help="Hidden layer sizes of the query tower, comma separated "
+                             "(e.g. 600,200); 'none' for a linear tower.")(func)
+    func = click.option("--dim", type=int, default=64, show_default=True,
+                        help="Embedding dimension of queries and items.")(func)
+    return func
+
+
+def _input_options(func):
+    """``--features``, ``--dropout``, ``--normalize``."""
+    func = click.option("--normalize/--no-normalize", default=False, show_default=True,
+                        help="L2-normalise query and item embeddings; scores are "
+                             "cosine / --temperature.")(func)
+    func = click.option("--temperature", type=float, default=1.0, show_default=True,
+                        help="Temperature of normalised scores (with --normalize).")(func)
+    func = click.option("--dropout", type=float, default=0.0, show_default=True,
+                        help="Dropout after each hidden layer.")(func)
+    func = click.option("--features", default="auto", show_default=True,
+                        help="Query features: history, user, or both (comma separated); "
+                             "auto = history plus user features when the data set has them.")(func)
+    return func
+
+
+def _loss_options(func):
+    """``--loss``, ``--negatives``, ``--num-negatives``, ``--gravity``."""
+    func = click.option("--gravity", type=float, default=0.0, show_default=True,
+                        help="Gravity coefficient: (1/(M N)) sum <U_i, V_j>^2 over the "
+                             "batch queries and all items.")(func)
+    func = click.option("--num-negatives", type=int, default=256, show_default=True,
+                        help="Negatives per batch (uniform, popularity; per query for hard).")(func)
+    func = click.option("--negatives",
+                        type=click.Choice(("uniform", "popularity", "in-batch", "hard", "none")),
+                        default="uniform", show_default=True,
+                        help="Negatives of the sampled loss; none = positives only "
+                             "(folding-prone).")(func)
+    func = click.option("--loss", type=click.Choice(("full", "sampled")), default="full",
+                        show_default=True,
+                        help="Exact softmax over all items, or sampled softmax.")(func)
+    return func
+
+
+def _training_options(func):
+    """``--epochs``, ``--batch-size``, ``--lr``, ``--optimizer``."""
+    func = click.option("--optimizer", type=click.Choice(("adam", "adagrad")), default="adam",
+                        show_default=True)(func)
+    func = click.option("--lr", type=float, default=3e-3, show_default=True,
+                        help="Learning rate.")(func)
+    func = click.option("--batch-size", type=int, default=128, show_default=True,
+                        help="Users per batch.")(func)
+    func = click.option("--epochs", type=int, default=100, show_default=True,
+                        help="Maximum number of epochs (early stopping may end sooner).")(func)
+    return func
+
+
+def _stopping_options(func):
+    """``--patience``, ``--validate-on``."""
+    func = click.option("--validate-on", type=click.Choice(("train", "test")), default="train",
+                        show_default=True,
+                        help="train: a slice of training users' items; test: the split's "
+                             "test part (optimistic).")(func)
+    func = click.option("--patience", type=int, default=5, show_default=True,
+                        help="Stop after this many epochs without a better validation "
+                             "recall@20 (0 = train all epochs).")(func)
+    return func
+
+
+def _checkpoint_options(func):
+    """``--checkpoint-dir``, ``--resume``."""
+    func = click.option("--resume", "resume", type=click.Path(file_okay=False), default=None,
+                        help="Continue training from this checkpoint directory (checkpoints "
+                             "keep being written there unless --checkpoint-dir says "
+                             "otherwise).")(func)
+    func = click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+                        help="Write a checkpoint (model + optimizer state) after every "
+                             "epoch.")(func)
+    return func
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """``"600,200"`` -> (600, 200); ``"none"`` or ``""`` -> ()."""
+    text = text.strip().lower()
+    if text in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise RecompareError(
+            f"--hidden must be comma-separated integers such as 256 or 600,200, got {text!r}"
+        ) from None
+
+
+@click.command("train-dnn")
+@click.argument("dataset", type=click.Path())
+@click.option("-o", "--output", "output", required=True, type=click.Path(),
+              help="Model directory to write.")
+@_tower_options
+@_input_options
+@_loss_options
+@_training_options
+@_stopping_options
+@_checkpoint_options
+@seed_option
+@threads_option
+@click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
+@json_option
+def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
+              features: str, dropout: float, temperature: float, normalize: bool, loss: str,
+              negatives: str, num_negatives: int, gravity: float, epochs: int, batch_size: int,
+              lr: float, optimizer: str, patience: int, validate_on: str,
+              checkpoint_dir: str | None, resume: str | None, seed: int, threads: int,
+              overwrite: bool, as_json: bool) -> None:
+    """Train the softmax DNN on DATASET and save it to MODEL (-o).
+
+    The query tower reads the user's history (a bag of items, with the
+    targets masked out) and user features; the loss is an exact softmax over
+    all items (--loss full) or a sampled one with a choice of negatives.
+    Progress (loss, validation recall@20) goes to stderr; a summary to stdout.
+
+    \b
+    Examples:
+      recompare train-dnn data/planted -o models/dnn
+      recompare train-dnn data/planted -o models/dnn-none --loss sampled --negatives none
+      recompare train-dnn data/planted -o models/dnn-g --loss sampled --negatives none \\
+          --gravity 1
+      recompare train-dnn data/planted -o models/dnn --checkpoint-dir ckpt/   # then:
+      recompare train-dnn data/planted -o models/dnn --resume ckpt/ --overwrite
+    """
+    if Path(output).exists() and not overwrite:
+        raise RecompareError(f"output path {output} already exists; choose another or pass "
+                             "--overwrite")
+    if resume is not None and not Path(resume).is_dir():
+        raise RecompareError(f"checkpoint directory {resume} does not exist")
+    hidden_sizes = parse_hidden(hidden)
+
+    from ..data.dataset import Dataset
+    from ..models.softmax import SoftmaxDNN
+
+    data = Dataset.load(dataset)
+    model = SoftmaxDNN(
+        dim=dim, hidden=hidden_sizes, activation=activation, dropout=dropout,
+        features=features, normalize=normalize, temperature=temperature, loss=loss,
+        negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
+        batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience,
+        validate_on=validate_on, random_state=seed, threads=threads,
+    )
+    model.check(data)  # bad input fails here, before the progress bar appears
+    if checkpoint_dir is None and resume is not None:
+        checkpoint_dir = resume
+    console = stderr_console()
+    with _EpochProgress(console, epochs) as progress:
+        model.fit(data, callback=progress.callback, checkpoint_dir=checkpoint_dir,
+                  resume_from=resume)
+    model.save(output, overwrite=overwrite)
+    info = {k: v for k, v in model.fit_info_.items() if k != "history"}
+    summary = {"model": str(output), "kind": model.kind, "fingerprint": model.fingerprint_,
+               "params": {k: (list(v) if isinstance(v, tuple) else v)
+                          for k, v in model.get_params().items()},
+               **info, "history": model.fit_info_["history"]}
+    if as_json:
+        echo_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"softmax DNN -> {output}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    best = info.get("best_validation_recall")
+    rows = [
+        ("features", ", ".join(info["features"])),
+        ("loss", loss if loss == "full" else f"sampled, negatives {negatives}"),
+        ("gravity", f"{gravity:g}"),
+        ("epochs run", str(info["epochs_run"])),
+        ("best epoch", str(info.get("best_epoch") or "-")),
+        ("validation recall@20", "-" if best is None else f"{best:.4f}"),
+        ("validation", info.get("validation") or "none"),
+        ("stopped early", "yes" if info.get("stopped_early") else "no"),
+        ("train time", f"{info['train_seconds']:.1f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    stdout_console().print(table)
+
+
+class _EpochProgress:
+    """A rich progress bar over epochs showing the loss and validation recall."""
+
+    def __init__(self, console, epochs: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]train-dnn"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+            console=console, transient=False,
+        )
+        self.task = self.progress.add_task("epochs", total=epochs, status="")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def callback(self, event: dict) -> None:
+        stage = event.get("stage")
+        if stage == "start":
+            self.progress.update(self.task, completed=event.get("start_epoch", 0),
+                                 status=f"{event['users']} users, {event['items']} items")
+        elif stage == "batch":
+            self.progress.update(self.task, status=f"epoch {event['epoch']}: batch "
+                                 f"{event['batch']}/{event['batches']}")
+        elif stage == "epoch":
+            val = event.get("validation_recall")
+            status = f"loss {event['loss']:.4f}"
+            if val is not None:
+                status += f"  val recall@20 {val:.4f} (best epoch {event.get('best_epoch')})"
+            self.progress.update(self.task, completed=event["epoch"], status=status)
+        elif stage == "done":
+            self.progress.update(self.task, total=max(1, event["epochs_run"]),
+                                 completed=event["epochs_run"])
+
+
+COMMANDS = [train_dnn]

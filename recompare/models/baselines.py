@@ -1,0 +1,284 @@
+"""Two floors every report is measured against, under the same contract as WALS and the DNN.
+
+* :class:`Popularity` recommends the most-interacted items to everyone (optionally the most
+  popular of the user's own group first).  It cannot fold by construction when ``by_group``
+  is set, and it ignores taste entirely otherwise.
+* :class:`RandomEmbeddings` gives users and items random vectors: the most folded model
+  there is, since its neighbourhoods have nothing to do with the groups.
+
+Both are dot-product models, so they embed queries and items and serve every protocol.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._atomic import atomic_dir
+from ..errors import RecompareError
+from .base import MODEL_FILE, Callback, Recommender, read_model_json
+
+ARRAYS_FILE = "arrays.npz"
+
+#: in a group-aware popularity model, how much global popularity counts next to the
+#: in-group term; small so that every in-group item outranks every other item
+_GLOBAL_WEIGHT = 1e-3
+
+
+class _SavedArrays(Recommender):
+    """Save/load shared by the baselines: ``model.json`` plus one ``.npz`` of named arrays."""
+
+    _array_names: ClassVar[tuple[str, ...]] = ()
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``model.json`` and ``arrays.npz`` to the directory ``path`` atomically."""
+        self._check_fitted()
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            arrays = {name: getattr(self, name) for name in self._array_names}
+            np.savez(tmp / ARRAYS_FILE, **arrays)
+            (tmp / MODEL_FILE).write_text(json.dumps(self._model_json(), indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Recommender":
+        """Read a directory written by :meth:`save` (never unpickles)."""
+        meta = read_model_json(path)
+        if meta.get("kind") != cls.kind:
+            raise RecompareError(f"{path} holds a '{meta.get('kind')}' model, not '{cls.kind}'")
+        file = Path(path) / ARRAYS_FILE
+        if not file.is_file():
+            raise RecompareError(f"{path} is incomplete: missing {ARRAYS_FILE}")
+        try:
+            model = cls(**meta.get("params", {}))
+        except TypeError as exc:
+            raise RecompareError(f"{path}/model.json has unexpected parameters: {exc}") from None
+        with np.load(file, allow_pickle=False) as arrays:
+            for name in cls._array_names:
+                if name not in arrays:
+                    raise RecompareError(f"{file} lacks the array '{name}'")
+                setattr(model, name, arrays[name])
+        model.fingerprint_ = meta.get("fingerprint")
+        model.n_users_ = int(meta["n_users"])
+        model.n_items_ = int(meta["n_items"])
+        model.fit_info_ = meta.get("fit_info", {})
+        model.seen_ = None
+        return model
+
+
+class Popularity(_SavedArrays):
+    """Most popular items first; with ``by_group``, the most popular of the query's group first.
+
+    Parameters
+    ----------
+    by_group : bool, default False
+        Rank the items of the query's group (its label, else the majority group of its
+        history) above all others, each part by popularity.  Needs item groups.
+
+    Attributes
+    ----------
+    item_counts_ : ndarray of shape (n_items,), float32
+        Number of training users who interacted with each item (popularity ``c_i``).
+    item_groups_ : ndarray of shape (n_items,), int64
+        Item group codes (-1 unknown); only used with ``by_group``.
+    user_groups_ : ndarray of shape (n_users,), int64
+        Query group of every training user (-1 unknown).
+
+    Notes
+    -----
+    As a dot-product model: without ``by_group`` every query is the 1-vector ``[1]`` and
+    item ``i`` is ``[c_i]``.  With it, for ``G`` groups, item ``i`` of group ``g`` is
+    ``[e_g * s_i, eps * s_i]`` with ``s_i = c_i / max c`` and query of group ``h`` is
+    ``[e_h, 1]``: score ``s_i [g = h] + eps s_i``.  Users of unknown group, and cold
+    users, get ``[0, 1]``: plain popularity.
+    """
+
+    kind: ClassVar[str] = "popularity"
+    protocols: ClassVar[frozenset[str]] = frozenset({"weak", "strong", "cold"})
+    _array_names = ("item_counts_", "item_groups_", "user_groups_")
+
+    def __init__(self, by_group: bool = False) -> None:
+        self.by_group = by_group
+
+    def fit(self, dataset, callback: Callback | None = None) -> "Popularity":
+        """Count item popularity on ``dataset.train``; returns ``self``."""
+        train = dataset.train
+        if train.nnz == 0:
+            raise RecompareError("the training matrix is empty; nothing to count")
+        if self.by_group and not dataset.has_groups:
+            raise RecompareError("popularity by group needs item groups; this data set has none")
+        binary = train.copy()
+        binary.data = (binary.data > 0).astype(np.float32)
+        self.item_counts_ = np.asarray(binary.sum(axis=0), dtype=np.float32).ravel()
+        if dataset.item_groups is not None:
+            self.item_groups_ = np.asarray(dataset.item_groups, dtype=np.int64)
+            self.user_groups_ = np.asarray(dataset.query_groups(), dtype=np.int64)
+        else:
+            self.item_groups_ = np.full(dataset.n_items, -1, dtype=np.int64)
+            self.user_groups_ = np.full(dataset.n_users, -1, dtype=np.int64)
+        self._remember(dataset)
+        self.fit_info_ = {"users_counted": int((np.diff(train.indptr) > 0).sum())}
+        if callback is not None:
+            callback({"stage": "done", "message": "counted item popularity"})
+        return self
+
+    def _n_groups(self) -> int:
+        return int(self.item_groups_.max(initial=-1)) + 1
+
+    def item_embeddings(self) -> np.ndarray:
+        """Item embeddings, ndarray of shape (n_items, 1) or (n_items, n_groups + 1)."""
+        self._check_fitted()
+        if not self.by_group:
+            return self.item_counts_[:, None].astype(np.float32)
+        n_groups = self._n_groups()
+        scaled = self.item_counts_ / max(1.0, float(self.item_counts_.max(initial=0)))
+        out = np.zeros((len(scaled), n_groups + 1), dtype=np.float32)
+        known = self.item_groups_ >= 0
+        out[np.flatnonzero(known), self.item_groups_[known]] = scaled[known]
+        out[:, -1] = _GLOBAL_WEIGHT * scaled
+        return out
+
+    def _queries_of_groups(self, groups: np.ndarray) -> np.ndarray:
+        if not self.by_group:
+            return np.ones((len(groups), 1), dtype=np.float32)
+        out = np.zeros((len(groups), self._n_groups() + 1), dtype=np.float32)
+        known = groups >= 0
+        out[np.flatnonzero(known), groups[known]] = 1.0
+        out[:, -1] = 1.0
+        return out
+
+    def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
+        """Query embeddings of training users, ndarray of shape (n_users, dim)."""
+        self._check_fitted()
+        users = np.arange(self.n_users_) if users is None else np.asarray(users, dtype=np.int64)
+        return self._queries_of_groups(self.user_groups_[users])
+
+    def embed_new_users(
+        self, history: sp.csr_matrix | None, features: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Same embedding for everyone; with ``by_group``, the majority group of the history."""
+        self._check_fitted()
+        n_new = _n_new(history, features)
+        groups = np.full(n_new, -1, dtype=np.int64)
+        if self.by_group and history is not None and history.nnz:
+            groups = _majority_groups(sp.csr_matrix(history), self.item_groups_)
+        return self._queries_of_groups(groups)
+
+
+class RandomEmbeddings(_SavedArrays):
+    """Users and items as independent Gaussian vectors: a deliberately folded floor.
+
+    Parameters
+    ----------
+    factors : int, default 32
+        Embedding dimension.
+    random_state : int, default 0
+        Seed; the same seed gives the same embeddings, also for new users.
+
+    Attributes
+    ----------
+    user_factors_ : ndarray of shape (n_users, factors), float32
+    item_factors_ : ndarray of shape (n_items, factors), float32
+    """
+
+    kind: ClassVar[str] = "random"
+    protocols: ClassVar[frozenset[str]] = frozenset({"weak", "strong", "cold"})
+    _array_names = ("user_factors_", "item_factors_")
+
+    def __init__(self, factors: int = 32, random_state: int = 0) -> None:
+        self.factors = factors
+        self.random_state = random_state
+
+    def fit(self, dataset, callback: Callback | None = None) -> "RandomEmbeddings":
+        """Draw the embeddings from ``random_state``; returns ``self``."""
+        if not isinstance(self.factors, (int, np.integer)) or self.factors <= 0:
+            raise RecompareError(f"factors must be a positive integer, got {self.factors!r}")
+        rng = np.random.default_rng(self.random_state)
+        scale = 1.0 / np.sqrt(self.factors)
+        self.user_factors_ = (rng.standard_normal((dataset.n_users, self.factors)) * scale
+                              ).astype(np.float32)
+        self.item_factors_ = (rng.standard_normal((dataset.n_items, self.factors)) * scale
+                              ).astype(np.float32)
+        self._remember(dataset)
+        self.fit_info_ = {}
+        if callback is not None:
+            callback({"stage": "done", "message": "drew random embeddings"})
+        return self
+
+    def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
+        """Query embeddings of training users, ndarray of shape (n_users, factors)."""
+        self._check_fitted()
+        if users is None:
+            return self.user_factors_
+        return self.user_factors_[np.asarray(users, dtype=np.int64)]
+
+    def item_embeddings(self) -> np.ndarray:
+        """Item embeddings, ndarray of shape (n_items, factors)."""
+        self._check_fitted()
+        return self.item_factors_
+
+    def embed_new_users(
+        self, history: sp.csr_matrix | None, features: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Fresh random vectors, drawn from a seed derived from ``random_state``."""
+        self._check_fitted()
+        n_new = _n_new(history, features)
+        rng = np.random.default_rng([int(self.random_state), 1])
+        return (rng.standard_normal((n_new, self.item_factors_.shape[1]))
+                / np.sqrt(self.item_factors_.shape[1])).astype(np.float32)
+
+
+def _n_new(history: sp.spmatrix | None, features: pd.DataFrame | None) -> int:
+    if history is not None and features is not None and history.shape[0] != len(features):
+        raise RecompareError(
+            f"fold-in history has {history.shape[0]} rows but features have {len(features)}"
+        )
+    if history is not None:
+        return int(history.shape[0])
+    if features is not None:
+        return len(features)
+    raise RecompareError("new users need a fold-in history or features")
+
+
+def _majority_groups(history: sp.csr_matrix, item_groups: np.ndarray) -> np.ndarray:
+    """Majority item group of each history row (ties: lowest code; -1 when none known)."""
+    n_groups = int(item_groups.max(initial=-1)) + 1
+    out = np.full(history.shape[0], -1, dtype=np.int64)
+    if n_groups == 0:
+        return out
+    known = item_groups >= 0
+    onehot = sp.csr_matrix(
+        (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), item_groups[known])),
+        shape=(len(item_groups), n_groups),
+    )
+    binary = history.copy()
+    binary.data = np.ones_like(binary.data)
+    counts = np.asarray((binary @ onehot).todense())
+    has = counts.sum(axis=1) > 0
+    out[has] = counts[has].argmax(axis=1)
+    return out
+
+
+#: names the CLI accepts for baselines fit on the fly -> (class, parameters)
+BASELINE_SPECS: dict[str, tuple[type[Recommender], dict[str, Any]]] = {
+    "popularity": (Popularity, {}),
+    "popularity-by-group": (Popularity, {"by_group": True}),
+    "random": (RandomEmbeddings, {}),
+}
+
+
+def make_baseline(name: str, seed: int = 0) -> Recommender:
+    """An unfitted baseline by CLI name (see :data:`BASELINE_SPECS`)."""
+    if name not in BASELINE_SPECS:
+        raise RecompareError(
+            f"unknown baseline '{name}' (known: {', '.join(BASELINE_SPECS)})"
+        )
+    cls, params = BASELINE_SPECS[name]
+    params = dict(params)
+    if "random_state" in cls.__init__.__code__.co_varnames:
+        params["random_state"] = seed
+    return cls(**params)

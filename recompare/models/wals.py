@@ -1,0 +1,1062 @@
+"""Weighted alternating least squares (WALS) with a tunable unobserved weight.
+
+The objective, with user factors ``x_u`` and item factors ``y_i`` (``k`` each)::
+
+    L = sum_{(u,i) observed}   w_ui (t_ui - x_u . y_i)^2
+      + w0 sum_{(u,i) unobserved} (x_u . y_i)^2
+      + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2
+
+* ``w0`` (``unobserved_weight``) weighs every pair that was *not* observed;
+  observed pairs carry their own weight ``w_ui`` in full.  This is exactly the
+  implicit-feedback ALS of Hu, Koren and Volinsky (and of the ``implicit``
+  package): their confidence ``c_ui`` on observed pairs is our ``w_ui``, and
+  their weight 1 on the rest is our ``w0``.  Dividing the whole objective by a
+  constant does not move its minimiser, so implicit's ``(alpha, lambda)`` map
+  onto ``w_ui = 1, w0 = 1 / alpha, lambda = lambda_implicit / alpha``.
+* ``w_ui = f(r_ui) v_i``: ``f`` is ``constant`` (1), ``linear``
+  (``1 + alpha r``) or ``log`` (``1 + alpha log(1 + r / epsilon)``); ``v_i`` are
+  optional per-item weights (inverse frequency, or any positive array).
+* ``t_ui`` is 1 (implicit feedback, the default) or the interaction value.
+* ``lambda_u = lambda`` (``reg_scaling="none"``) or
+  ``lambda (n_u + w0 n_items) ** nu`` (``"frequency"``, Rendle et al. 2022),
+  with ``n_u`` the user's number of observed items; items alike.
+
+The unobserved pairs are never visited.  For a user the normal equations are
+``A_u x_u = b_u`` with::
+
+    A_u = w0 Y^T Y + sum_{i in I_u} (w_ui - w0) y_i y_i^T + lambda_u I
+    b_u = sum_{i in I_u} w_ui t_ui y_i
+
+(the Gram matrix ``Y^T Y`` covers every pair once, the observed terms correct
+it).  Both solvers work on all rows at once:
+
+* ``cg``: conjugate gradient, warm-started from the current factors, with a
+  per-row step size.  The product ``A p`` for every row is one sampled
+  dense-dense product (the scalars ``p_u . y_i`` on the observed pattern,
+  torch's ``sampled_addmm``), one sparse x dense product with those scalars
+  as values, and a dense ``p (w0 Y^T Y)``.  Users are solved in blocks of rows
+  (small temporaries); items are solved on the same user-major matrix, with
+  the transposed sparse product done by scipy's compressed-column kernel in
+  parallel threads, so the transposed matrix is never stored.
+* ``cholesky``: exact, one ``k x k`` system per row, assembled by batched
+  matrix products over length-bucketed rows and factorised in batches.
+
+torch is imported lazily: only the softmax DNN imports it at module level.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._atomic import atomic_dir
+from ..errors import RecompareError
+from .base import MODEL_FILE, Callback, Recommender, read_model_json
+
+SOLVERS = ("cg", "cholesky")
+WEIGHTINGS = ("constant", "linear", "log")
+REG_SCALINGS = ("none", "frequency")
+TARGETS = ("binary", "values")
+ITEM_WEIGHTINGS = ("none", "inverse_frequency", "inverse_sqrt_frequency")
+DTYPES = ("float32", "float64")
+ARRAYS_FILE = "arrays.npz"
+#: numeric user features are cut into this many quantile bins for cold start
+NUMERIC_BINS = 5
+
+
+class WALS(Recommender):
+    """Weighted ALS matrix factorization (see the module docstring for the maths).
+
+    Parameters
+    ----------
+    factors : int
+        Embedding dimension ``k``.
+    unobserved_weight : float
+        ``w0`` >= 0, the weight of every unobserved pair, relative to observed
+        weights near 1.  0 fits observed entries only (prone to folding).
+    regularization : float
+        ``lambda`` >= 0.
+    reg_scaling : {"none", "frequency"}
+        Constant ``lambda``, or ``lambda (n_u + w0 n) ** reg_exponent`` per row.
+    reg_exponent : float
+        ``nu`` of the frequency scaling.
+    weighting : {"constant", "linear", "log"}
+        Observed weight ``f(r)``: 1, ``1 + alpha r`` or ``1 + alpha log(1 + r / epsilon)``.
+    alpha, epsilon : float
+        Parameters of ``weighting``.
+    item_weights : {"none", "inverse_frequency", "inverse_sqrt_frequency"} or sequence of float
+        Per-item multiplier ``v_i`` of the observed weight.  The named schemes
+        are normalised so that the average observed weight stays 1 (``w0``
+        keeps its meaning); an explicit sequence (one positive value per item)
+        is used as given.
+    targets : {"binary", "values"}
+        ``t_ui = 1`` or the interaction value.
+    iterations : int
+        Alternating sweeps (users then items).
+    solver : {"cg", "cholesky"}
+    cg_steps : int
+        Conjugate-gradient steps per half sweep.
+    init_scale : float
+        Initial factors are normal with standard deviation ``init_scale / sqrt(k)``.
+    random_state : int
+    threads : int
+        CPU threads (0 = torch's default, all cores).
+    dtype : {"float32", "float64"}
+    patience : int or None
+        With a validation matrix passed to :meth:`fit`, stop after this many
+        sweeps without a better validation recall and keep the best factors.
+    validation_k : int
+        The ``k`` of the validation recall.
+    block_nnz : int
+        Observed entries per block of rows; bounds the temporaries.
+    """
+
+    kind = "wals"
+    protocols = frozenset({"weak", "strong", "cold"})
+
+    def __init__(
+        self,
+        factors: int = 64,
+        unobserved_weight: float = 0.05,
+        regularization: float = 0.005,
+        reg_scaling: str = "frequency",
+        reg_exponent: float = 1.0,
+        weighting: str = "constant",
+        alpha: float = 1.0,
+        epsilon: float = 1.0,
+        item_weights: str | Sequence[float] = "none",
+        targets: str = "binary",
+        iterations: int = 15,
+        solver: str = "cg",
+        cg_steps: int = 3,
+        init_scale: float = 0.1,
+        random_state: int = 0,
+        threads: int = 0,
+        dtype: str = "float32",
+        patience: int | None = None,
+        validation_k: int = 20,
+        block_nnz: int = 1 << 21,
+    ) -> None:
+        self.factors = factors
+        self.unobserved_weight = unobserved_weight
+        self.regularization = regularization
+        self.reg_scaling = reg_scaling
+        self.reg_exponent = reg_exponent
+        self.weighting = weighting
+        self.alpha = alpha
+        self.epsilon = epsilon
+        self.item_weights = item_weights
+        self.targets = targets
+        self.iterations = iterations
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.init_scale = init_scale
+        self.random_state = random_state
+        self.threads = threads
+        self.dtype = dtype
+        self.patience = patience
+        self.validation_k = validation_k
+        self.block_nnz = block_nnz
+
+    # ---------------------------------------------------------- validation
+    def _validate(self) -> None:
+        def positive_int(name: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise RecompareError(f"{name} must be a positive integer, got {value!r}")
+
+        def non_negative(name: str, value: Any) -> None:
+            if not isinstance(value, (int, float, np.number)) or isinstance(value, bool) \
+                    or not math.isfinite(value) or value < 0:
+                raise RecompareError(f"{name} must be a finite number >= 0, got {value!r}")
+
+        def choice(name: str, value: Any, options: Sequence[str]) -> None:
+            if value not in options:
+                raise RecompareError(f"{name} must be one of {', '.join(options)}; got {value!r}")
+
+        positive_int("factors", self.factors)
+        positive_int("iterations", self.iterations)
+        positive_int("cg_steps", self.cg_steps)
+        positive_int("validation_k", self.validation_k)
+        positive_int("block_nnz", self.block_nnz)
+        if self.patience is not None:
+            positive_int("patience", self.patience)
+        non_negative("unobserved_weight", self.unobserved_weight)
+        non_negative("regularization", self.regularization)
+        non_negative("reg_exponent", self.reg_exponent)
+        non_negative("alpha", self.alpha)
+        non_negative("init_scale", self.init_scale)
+        if not isinstance(self.threads, (int, np.integer)) or self.threads < 0:
+            raise RecompareError(f"threads must be an integer >= 0, got {self.threads!r}")
+        if not isinstance(self.epsilon, (int, float)) or not self.epsilon > 0:
+            raise RecompareError(f"epsilon must be > 0, got {self.epsilon!r}")
+        choice("solver", self.solver, SOLVERS)
+        choice("weighting", self.weighting, WEIGHTINGS)
+        choice("reg_scaling", self.reg_scaling, REG_SCALINGS)
+        choice("targets", self.targets, TARGETS)
+        choice("dtype", self.dtype, DTYPES)
+        if isinstance(self.item_weights, str):
+            choice("item_weights", self.item_weights, ITEM_WEIGHTINGS)
+
+    # ------------------------------------------------------------- weights
+    def _item_weight_vector(self, train: sp.csr_matrix) -> np.ndarray | None:
+        """``v_i`` of shape (n_items,), or None when all are 1."""
+        spec = self.item_weights
+        n_items = train.shape[1]
+        if isinstance(spec, str):
+            if spec == "none":
+                return None
+            counts = np.bincount(train.indices, minlength=n_items).astype(np.float64)
+            power = 1.0 if spec == "inverse_frequency" else 0.5
+            v = np.zeros(n_items)
+            seen = counts > 0
+            v[seen] = counts[seen] ** -power
+            # normalise so that the mean weight over observed entries is 1
+            v *= train.nnz / max(float((v * counts).sum()), 1e-300)
+            return v
+        v = np.asarray(spec, dtype=np.float64)
+        if v.shape != (n_items,):
+            raise RecompareError(
+                f"item_weights has shape {v.shape}, expected one weight per item ({n_items})")
+        if not np.isfinite(v).all() or (v <= 0).any():
+            raise RecompareError("item_weights must be finite and > 0")
+        return v
+
+    def _observed_weights(self, matrix: sp.csr_matrix) -> np.ndarray | float:
+        """``w_ui`` in the matrix's storage order, or a scalar when constant."""
+        values = matrix.data.astype(np.float64)
+        if self.weighting == "constant":
+            w: np.ndarray | float = 1.0
+        elif self.weighting == "linear":
+            w = 1.0 + self.alpha * values
+        else:
+            w = 1.0 + self.alpha * np.log1p(values / self.epsilon)
+        if self.item_weight_ is not None:
+            w = w * self.item_weight_[matrix.indices]
+        if isinstance(w, np.ndarray) and (~np.isfinite(w) | (w < 0)).any():
+            raise RecompareError(
+                f"observed weights must be >= 0: weighting '{self.weighting}' with alpha="
+                f"{self.alpha} gives negative or undefined weights (negative interaction values?)")
+        return w
+
+    def _targets(self, matrix: sp.csr_matrix) -> np.ndarray | float:
+        return 1.0 if self.targets == "binary" else matrix.data.astype(np.float64)
+
+    def _row_regularization(self, counts: np.ndarray, n_other: int) -> np.ndarray:
+        lam = float(self.regularization)
+        if self.reg_scaling == "none":
+            return np.full(len(counts), lam)
+        base = counts.astype(np.float64) + float(self.unobserved_weight) * n_other
+        return lam * base ** float(self.reg_exponent)
+
+    # ----------------------------------------------------------------- fit
+    def fit(
+        self,
+        dataset,
+        callback: Callback | None = None,
+        validation: sp.spmatrix | None = None,
+    ) -> "WALS":
+        """Fit on ``dataset.train``; re-initialises from ``random_state`` every time.
+
+        Parameters
+        ----------
+        dataset : Dataset
+        callback : callable, optional
+            Called with ``{"stage": "iteration", "iteration", "total", "objective",
+            "seconds", ["recall@k"]}`` after every sweep.
+        validation : sparse matrix of shape (n_users, n_items), optional
+            Held-out interactions of training users; enables the validation
+            recall per sweep and early stopping (``patience``).
+
+        Returns
+        -------
+        self
+        """
+        import torch
+
+        self._validate()
+        train = dataset.train
+        if train is None or train.nnz == 0:
+            raise RecompareError("the training matrix is empty: nothing to fit")
+        train = sp.csr_matrix(train)
+        if not train.has_sorted_indices:
+            train = train.sorted_indices()
+        if not np.isfinite(train.data).all():
+            raise RecompareError("training values contain NaN or infinity")
+        if validation is not None:
+            validation = sp.csr_matrix(validation)
+            if validation.shape != train.shape:
+                raise RecompareError(
+                    f"validation matrix shape {validation.shape} differs from the training "
+                    f"matrix {train.shape}")
+        self.item_weight_ = self._item_weight_vector(train)
+        w_obs = self._observed_weights(train)
+        t_obs = self._targets(train)
+        if self.targets == "values" and (train.data < 0).any():
+            pass  # negative targets are allowed: only weights must be non-negative
+
+        previous_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        try:
+            state = _Problem(self, train, w_obs, t_obs)
+            history = self._alternate(state, callback, validation)
+        finally:
+            torch.set_num_threads(previous_threads)
+
+        self._remember(dataset)
+        self.fit_info_ = history
+        self._fit_cold_start(dataset, train)
+        return self
+
+    def _alternate(self, state: "_Problem", callback: Callback | None,
+                   validation: sp.csr_matrix | None) -> dict:
+        start = time.perf_counter()
+        info: dict = {"objective": [], "seconds_per_iteration": [], "solver": self.solver}
+        best = (-1.0, 0, None)
+        val_users = None
+        if validation is not None:
+            val_users = _validation_users(validation, self.random_state)
+            info["validation"] = []
+        for it in range(1, self.iterations + 1):
+            t0 = time.perf_counter()
+            state.sweep()
+            objective = state.objective()
+            seconds = time.perf_counter() - t0
+            info["objective"].append(objective)
+            info["seconds_per_iteration"].append(seconds)
+            event = {"stage": "iteration", "iteration": it, "total": self.iterations,
+                     "objective": objective, "seconds": seconds}
+            stop = False
+            if val_users is not None and len(val_users):
+                recall = _recall_at_k(state.user_factors(), state.item_factors(), state.train,
+                                      validation, val_users, self.validation_k)
+                info["validation"].append(recall)
+                event[f"recall@{self.validation_k}"] = recall
+                if recall > best[0]:
+                    best = (recall, it, state.snapshot())
+                elif self.patience is not None and it - best[1] >= self.patience:
+                    stop = True
+            if callback is not None:
+                callback(event)
+            if stop:
+                break
+        if best[2] is not None and self.patience is not None:
+            state.restore(best[2])
+            info["best_iteration"] = best[1]
+        self.user_factors_ = state.user_factors()
+        self.item_factors_ = state.item_factors()
+        info["iterations"] = len(info["objective"])
+        info["seconds"] = time.perf_counter() - start
+        return info
+
+    # --------------------------------------------------------- embeddings
+    def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
+        """User factors ``x_u``, ndarray of shape (n_users, k) (or len(users), k)."""
+        self._check_fitted()
+        if users is None:
+            return self.user_factors_
+        return self.user_factors_[np.asarray(users, dtype=np.int64)]
+
+    def item_embeddings(self) -> np.ndarray:
+        """Item factors ``y_i``, ndarray of shape (n_items, k)."""
+        self._check_fitted()
+        return self.item_factors_
+
+    def export_arrays(self) -> dict[str, np.ndarray]:
+        """Named arrays for ``recompare export``: the factors under both naming schemes."""
+        self._check_fitted()
+        return {"user_factors": self.user_factors_, "item_factors": self.item_factors_,
+                "query_embeddings": self.user_factors_, "item_embeddings": self.item_factors_}
+
+    def embed_new_users(
+        self, history: sp.spmatrix | None, features: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Embeddings for users unseen in training, item factors fixed.
+
+        Rows with interactions get one exact solve of the training objective's
+        user problem (``A_u x = b_u`` above).  Rows without any (cold start)
+        get the mean embedding of the training users that share the most
+        feature values with them (numeric features in quantile bins), or the
+        mean of all training users when nothing matches or no features are given.
+
+        Parameters
+        ----------
+        history : sparse matrix of shape (n_new, n_items) or None
+        features : DataFrame with n_new rows, or None
+
+        Returns
+        -------
+        ndarray of shape (n_new, k)
+        """
+        import torch
+
+        self._check_fitted()
+        n_new = _n_new(history, features)
+        dtype = _torch_dtype(self.dtype)
+        out = np.empty((n_new, self.user_factors_.shape[1]), dtype=np.float32)
+        has_history = np.zeros(n_new, dtype=bool)
+        if history is not None:
+            history = sp.csr_matrix(history)
+            if history.shape[1] != self.n_items_:
+                raise RecompareError(
+                    f"history has {history.shape[1]} item columns, the model {self.n_items_}")
+            if history.nnz and not np.isfinite(history.data).all():
+                raise RecompareError("history values contain NaN or infinity")
+            history.sum_duplicates()
+            history.sort_indices()
+            has_history = np.diff(history.indptr) > 0
+        if has_history.any():
+            rows = history[has_history]
+            w = self._observed_weights(rows)
+            t = self._targets(rows)
+            items = torch.from_numpy(self.item_factors_).to(dtype)
+            gram = items.T @ items
+            lam = self._row_regularization(np.diff(rows.indptr), self.n_items_)
+            x = _exact_rows(rows, items, gram, w, t, float(self.unobserved_weight), lam,
+                            block_rows=4096)
+            out[has_history] = x.to(torch.float32).numpy()
+        cold = ~has_history
+        if cold.any():
+            out[cold] = self._cold_embeddings(features, np.flatnonzero(cold))
+        return out
+
+    # -------------------------------------------------------- cold start
+    def _fit_cold_start(self, dataset, train: sp.csr_matrix) -> None:
+        active = np.diff(train.indptr) > 0
+        factors = self.user_factors_[active].astype(np.float64)
+        self.global_mean_ = factors.mean(axis=0).astype(np.float32)
+        self.cold_columns_: list[dict] = []
+        self.cold_codes_ = np.zeros((0, 0), dtype=np.int64)
+        self.cold_means_ = np.zeros((0, factors.shape[1]), dtype=np.float32)
+        self.cold_counts_ = np.zeros(0, dtype=np.int64)
+        frame = dataset.user_features
+        if frame is None or frame.shape[1] == 0 or not active.any():
+            return
+        frame = frame.reset_index(drop=True).iloc[np.flatnonzero(active)]
+        columns, codes = [], []
+        for name in frame.columns:
+            series = frame[name]
+            numeric = pd.api.types.is_numeric_dtype(series) and not isinstance(
+                series.dtype, pd.CategoricalDtype)
+            if numeric:
+                values = series.to_numpy(dtype=np.float64)
+                finite = values[np.isfinite(values)]
+                if len(finite) == 0:
+                    continue
+                edges = np.unique(np.quantile(finite, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]))
+                spec = {"name": str(name), "kind": "numeric", "edges": edges.tolist()}
+            else:
+                vocab = sorted(set(series.astype(str).tolist()))
+                spec = {"name": str(name), "kind": "categorical", "values": vocab}
+            columns.append(spec)
+            codes.append(_feature_codes(series, spec))
+        if not columns:
+            return
+        matrix = np.stack(codes, axis=1)
+        tuples, inverse, counts = np.unique(matrix, axis=0, return_inverse=True,
+                                            return_counts=True)
+        sums = np.zeros((len(tuples), factors.shape[1]))
+        np.add.at(sums, inverse.ravel(), factors)
+        self.cold_columns_ = columns
+        self.cold_codes_ = tuples.astype(np.int64)
+        self.cold_means_ = (sums / counts[:, None]).astype(np.float32)
+        self.cold_counts_ = counts.astype(np.int64)
+
+    def _cold_embeddings(self, features: pd.DataFrame | None, rows: np.ndarray) -> np.ndarray:
+        out = np.broadcast_to(self.global_mean_, (len(rows), len(self.global_mean_))).copy()
+        if features is None or not self.cold_columns_:
+            return out
+        features = features.reset_index(drop=True).iloc[rows]
+        use = [j for j, spec in enumerate(self.cold_columns_) if spec["name"] in features.columns]
+        if not use:
+            return out
+        codes = np.stack([_feature_codes(features[self.cold_columns_[j]["name"]],
+                                         self.cold_columns_[j]) for j in use], axis=1)
+        table = self.cold_codes_[:, use]
+        weights = self.cold_counts_.astype(np.float64)
+        chunk = max(1, (1 << 24) // max(1, table.size))
+        for start in range(0, len(rows), chunk):
+            block = codes[start:start + chunk]
+            # matches[q, t]: feature values new user q shares with training tuple t
+            matches = (block[:, None, :] == table[None, :, :]).sum(axis=2)
+            best = matches.max(axis=1)
+            chosen = (matches == best[:, None]) & (best[:, None] > 0)
+            weight = chosen * weights[None, :]
+            total = weight.sum(axis=1)
+            found = total > 0
+            if found.any():
+                mean = (weight[found] @ self.cold_means_.astype(np.float64)) / total[found, None]
+                out[start:start + chunk][found] = mean.astype(np.float32)
+        return out
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``model.json`` and ``arrays.npz`` (named arrays, no pickle) atomically."""
+        self._check_fitted()
+        arrays = {
+            "user_factors": self.user_factors_,
+            "item_factors": self.item_factors_,
+            "global_mean": self.global_mean_,
+            "cold_codes": self.cold_codes_,
+            "cold_means": self.cold_means_,
+            "cold_counts": self.cold_counts_,
+        }
+        if self.item_weight_ is not None:
+            arrays["item_weight"] = self.item_weight_
+        params = self.get_params()
+        if not isinstance(params["item_weights"], str):
+            params["item_weights"] = [float(v) for v in params["item_weights"]]
+        meta = self._model_json(arrays=ARRAYS_FILE, cold_start={"columns": self.cold_columns_})
+        meta["params"] = params
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            np.savez(tmp / ARRAYS_FILE, **arrays)
+            (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "WALS":
+        """Read a directory written by :meth:`save` (``allow_pickle=False``)."""
+        meta = read_model_json(path)
+        if meta.get("kind") != cls.kind:
+            raise RecompareError(f"{path} holds a '{meta.get('kind')}' model, not '{cls.kind}'")
+        try:
+            model = cls(**meta["params"])
+            with np.load(Path(path) / meta.get("arrays", ARRAYS_FILE),
+                         allow_pickle=False) as arrays:
+                model.user_factors_ = arrays["user_factors"]
+                model.item_factors_ = arrays["item_factors"]
+                model.global_mean_ = arrays["global_mean"]
+                model.cold_codes_ = arrays["cold_codes"]
+                model.cold_means_ = arrays["cold_means"]
+                model.cold_counts_ = arrays["cold_counts"]
+                model.item_weight_ = arrays["item_weight"] if "item_weight" in arrays else None
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise RecompareError(f"cannot read WALS model {path}: {exc}") from None
+        model.cold_columns_ = meta.get("cold_start", {}).get("columns", [])
+        model.fingerprint_ = meta["fingerprint"]
+        model.n_users_ = int(meta["n_users"])
+        model.n_items_ = int(meta["n_items"])
+        model.fit_info_ = meta.get("fit_info", {})
+        model.seen_ = None
+        if model.user_factors_.shape != (model.n_users_, model.factors) or \
+                model.item_factors_.shape != (model.n_items_, model.factors):
+            raise RecompareError(f"WALS model {path} has factor arrays of the wrong shape")
+        return model
+
+    # ---------------------------------------------------------- objective
+    def objective(self, dataset) -> float:
+        """The training objective ``L`` of the fitted factors on ``dataset.train``."""
+        import torch
+
+        self._check_fitted()
+        train = sp.csr_matrix(dataset.train)
+        train.sort_indices()
+        previous_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        try:
+            state = _Problem(self, train, self._observed_weights(train), self._targets(train),
+                             user_factors=self.user_factors_, item_factors=self.item_factors_)
+            return state.objective()
+        finally:
+            torch.set_num_threads(previous_threads)
+
+
+# ====================================================================== solver
+class _Block:
+    """A block of consecutive user rows: its slice of the CSR buffers, zero-copy."""
+
+    def __init__(self, train: sp.csr_matrix, start: int, stop: int, torch_values, dtype):
+        import torch
+
+        self.start, self.stop = start, stop
+        self.lo, self.hi = int(train.indptr[start]), int(train.indptr[stop])
+        # crow needs its own (small) copy: offsets must start at 0
+        self.indptr = (train.indptr[start:stop + 1] - train.indptr[start]).astype(
+            train.indices.dtype)
+        self.indices = train.indices[self.lo:self.hi]
+        self.crow = torch.from_numpy(self.indptr)
+        self.col = torch.from_numpy(self.indices)
+        self.shape = (stop - start, train.shape[1])
+        self.pattern = _csr_tensor(self.crow, self.col, torch_values[self.lo:self.hi], self.shape)
+
+    def with_values(self, values):
+        return _csr_tensor(self.crow, self.col, values, self.shape)
+
+
+class _Problem:
+    """The training state: factors, blocks, weights, and the two half-sweeps."""
+
+    def __init__(self, model: WALS, train: sp.csr_matrix, w_obs, t_obs,
+                 user_factors: np.ndarray | None = None, item_factors: np.ndarray | None = None):
+        import torch
+
+        self.model = model
+        self.train = train
+        self.dtype = _torch_dtype(model.dtype)
+        self.np_dtype = np.float32 if model.dtype == "float32" else np.float64
+        self.w0 = float(model.unobserved_weight)
+        self.k = int(model.factors)
+        self.threads = int(model.threads) or torch.get_num_threads()
+        n_users, n_items = train.shape
+        self.n_users, self.n_items = n_users, n_items
+        # values in the working dtype; for float32 data this is the scipy buffer itself
+        self.values = torch.from_numpy(np.ascontiguousarray(train.data, dtype=self.np_dtype))
+        # per-entry weights: python floats when constant, else arrays in CSR order
+        self.w = _as_weight(w_obs, self.np_dtype)
+        self.wt = _as_weight(_mul(w_obs, t_obs), self.np_dtype)
+        self.cprime = _as_weight(_sub(w_obs, self.w0), self.np_dtype)
+        self.t = _as_weight(t_obs, self.np_dtype)
+        user_counts = np.diff(train.indptr)
+        item_counts = np.bincount(train.indices, minlength=n_items)
+        self.user_reg = torch.from_numpy(
+            model._row_regularization(user_counts, n_items).astype(self.np_dtype))
+        self.item_reg = torch.from_numpy(
+            model._row_regularization(item_counts, n_users).astype(self.np_dtype))
+        self.user_empty = torch.from_numpy(user_counts == 0)
+        self.item_empty = torch.from_numpy(item_counts == 0)
+        self.blocks = _make_blocks(train, int(model.block_nnz), self.values, self.dtype)
+        if user_factors is None:
+            rng = np.random.default_rng(model.random_state)
+            scale = float(model.init_scale) / math.sqrt(self.k)
+            x = rng.standard_normal((n_users, self.k)) * scale
+            y = rng.standard_normal((n_items, self.k)) * scale
+        else:
+            x, y = user_factors, item_factors
+        self.X = torch.from_numpy(np.ascontiguousarray(x, dtype=self.np_dtype))
+        self.Y = torch.from_numpy(np.ascontiguousarray(y, dtype=self.np_dtype))
+        # rows without interactions have the zero vector as their optimum
+        self.X[self.user_empty] = 0
+        self.Y[self.item_empty] = 0
+        self._transposed = None
+        self._pool = None
+
+    # -------------------------------------------------------------- helpers
+    def user_factors(self) -> np.ndarray:
+        return self.X.to(__import__("torch").float32).numpy().copy()
+
+    def item_factors(self) -> np.ndarray:
+        return self.Y.to(__import__("torch").float32).numpy().copy()
+
+    def snapshot(self):
+        return self.X.clone(), self.Y.clone()
+
+    def restore(self, snap) -> None:
+        self.X, self.Y = snap
+
+    def _slice(self, weight, lo: int, hi: int):
+        return weight if isinstance(weight, float) else weight[lo:hi]
+
+    def _sddmm(self, block: _Block, left, right):
+        """``left_u . right_i`` on the block's observed pattern, shape (block nnz,)."""
+        import torch
+
+        out = torch.sparse.sampled_addmm(block.pattern, left, right.T, beta=0.0)
+        return out.values()
+
+    # --------------------------------------------------------------- sweeps
+    def sweep(self) -> None:
+        if self.model.solver == "cg":
+            self._cg_users()
+            self._cg_items()
+        else:
+            self._exact_users()
+            self._exact_items()
+
+    def _cg_users(self) -> None:
+        """CG for all users, block by block (rows are independent)."""
+        Y = self.Y
+        w0_gram = (Y.T @ Y) * self.w0
+        for block in self.blocks:
+            a, b = block.start, block.stop
+            X = self.X[a:b]
+            lam = self.user_reg[a:b, None]
+            cprime = self._slice(self.cprime, block.lo, block.hi)
+            wt = self._slice(self.wt, block.lo, block.hi)
+
+            def hess(p, cprime=cprime, block=block, lam=lam):
+                q = self._sddmm(block, p, Y) * cprime
+                return block.with_values(q) @ Y + p @ w0_gram + lam * p
+
+            s = self._sddmm(block, X, Y)
+            r = block.with_values(wt - cprime * s) @ Y - X @ w0_gram - lam * X
+            _cg(X, r, hess, self.model.cg_steps)
+
+    def _cg_items(self) -> None:
+        """CG for all items at once on the user-major matrix (transposed products)."""
+        X = self.X
+        w0_gram = (X.T @ X) * self.w0
+        lam = self.item_reg[:, None]
+        Y = self.Y
+
+        def hess(p):
+            acc = self._accumulate_cols(lambda blk: self._sddmm(blk, X[blk.start:blk.stop], p)
+                                        * self._slice(self.cprime, blk.lo, blk.hi))
+            return acc + p @ w0_gram + lam * p
+
+        def first(blk):
+            s = self._sddmm(blk, X[blk.start:blk.stop], Y)
+            return self._slice(self.wt, blk.lo, blk.hi) - self._slice(self.cprime, blk.lo,
+                                                                        blk.hi) * s
+
+        r = self._accumulate_cols(first) - Y @ w0_gram - lam * Y
+        _cg(Y, r, hess, self.model.cg_steps)
+
+    def _accumulate_cols(self, values_of):
+        """``sum_blocks block^T(values) @ X_block``, shape (n_items, k).
+
+        The transposed sparse product runs in scipy's compressed-column kernel
+        (it releases the GIL), one accumulator per thread, so no transposed
+        copy of the matrix is ever made.
+        """
+        import torch
+
+        n_threads = max(1, min(self.threads, 8))
+        accs = [np.zeros((self.n_items, self.k), dtype=self.np_dtype) for _ in range(n_threads)]
+        Xn = self.X.numpy()
+        if self._pool is None and n_threads > 1:
+            self._pool = ThreadPoolExecutor(n_threads)
+        for block in self.blocks:
+            values = values_of(block)
+            if not isinstance(values, torch.Tensor):
+                values = torch.full((block.hi - block.lo,), float(values), dtype=self.dtype)
+            vals = np.ascontiguousarray(values.numpy(), dtype=self.np_dtype)
+            parts = _split_rows(block.indptr, n_threads)
+            jobs = []
+            for j, (a, b) in enumerate(parts):
+                args = (block, a, b, vals, Xn, accs[j])
+                if self._pool is None or len(parts) == 1:
+                    _csc_matvecs(*args)
+                else:
+                    jobs.append(self._pool.submit(_csc_matvecs, *args))
+            for job in jobs:
+                job.result()
+        total = accs[0]
+        for extra in accs[1:]:
+            total += extra
+        return torch.from_numpy(total)
+
+    # ------------------------------------------------------- exact solves
+    def _exact_users(self) -> None:
+        gram = self.Y.T @ self.Y
+        x = _exact_rows(self.train, self.Y, gram, self.w, self.t, self.w0,
+                        self.user_reg.numpy(), block_rows=4096)
+        self.X.copy_(x)
+
+    def _exact_items(self) -> None:
+        if self._transposed is None:
+            # the item-major pattern (a copy) is needed to gather each item's users
+            order = sp.csr_matrix((np.arange(self.train.nnz, dtype=np.int64),
+                                   self.train.indices, self.train.indptr), shape=self.train.shape)
+            order = order.T.tocsr()
+            perm = order.data
+            mat = sp.csr_matrix((self.train.data[perm], order.indices, order.indptr),
+                                shape=order.shape)
+            w = self.w if isinstance(self.w, float) else self.w.numpy()[perm]
+            t = self.t if isinstance(self.t, float) else self.t.numpy()[perm]
+            self._transposed = (mat, w, t)
+        mat, w, t = self._transposed
+        gram = self.X.T @ self.X
+        y = _exact_rows(mat, self.X, gram, w, t, self.w0, self.item_reg.numpy(),
+                        block_rows=4096)
+        self.Y.copy_(y)
+
+    # ------------------------------------------------------------ objective
+    def objective(self) -> float:
+        """Exact ``L`` through the Gram trick: one sampled product over observed entries."""
+        import torch
+
+        total = 0.0
+        for block in self.blocks:
+            s = self._sddmm(block, self.X[block.start:block.stop], self.Y)
+            w = self._slice(self.w, block.lo, block.hi)
+            t = self._slice(self.t, block.lo, block.hi)
+            s64 = s.to(torch.float64)
+            t64 = t if isinstance(t, float) else t.to(torch.float64)
+            w64 = w if isinstance(w, float) else w.to(torch.float64)
+            total += float(torch.sum(w64 * (t64 - s64) ** 2 - self.w0 * s64 ** 2))
+        X64, Y64 = self.X.to(torch.float64), self.Y.to(torch.float64)
+        total += self.w0 * float(torch.sum((X64.T @ X64) * (Y64.T @ Y64)))
+        total += float(torch.sum(self.user_reg.to(torch.float64) * (X64 ** 2).sum(1)))
+        total += float(torch.sum(self.item_reg.to(torch.float64) * (Y64 ** 2).sum(1)))
+        return total
+
+    def __del__(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+
+def _cg(x, r, hess, steps: int) -> None:
+    """Batched conjugate gradient, in place on ``x`` (rows are independent systems).
+
+    ``r`` is the residual ``b - A x`` at the start; ``hess(p)`` returns ``A p``
+    for every row.  Rows whose residual or curvature vanishes stop moving.
+    """
+    import torch
+
+    p = r.clone()
+    rs = (r * r).sum(1)
+    tiny = torch.finfo(x.dtype).tiny
+    for _ in range(steps):
+        ap = hess(p)
+        curvature = (p * ap).sum(1)
+        step = torch.where(curvature > tiny, rs / curvature.clamp_min(tiny),
+                           torch.zeros_like(rs))
+        x.add_(step[:, None] * p)
+        r.sub_(step[:, None] * ap)
+        rs_new = (r * r).sum(1)
+        beta = torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
+        p = r + beta[:, None] * p
+        rs = rs_new
+
+
+def _exact_rows(matrix: sp.csr_matrix, fixed, gram, w, t, w0: float, lam: np.ndarray,
+                block_rows: int = 4096):
+    """Exact solutions of ``A_r x_r = b_r`` for every row of ``matrix``.
+
+    Parameters
+    ----------
+    matrix : csr_matrix of shape (n_rows, n_cols), sorted indices
+    fixed : tensor of shape (n_cols, k), the other side's factors
+    gram : tensor of shape (k, k), ``fixed^T fixed``
+    w, t : float or array/tensor of shape (nnz,), observed weights and targets
+    w0 : float
+    lam : ndarray of shape (n_rows,)
+
+    Returns
+    -------
+    tensor of shape (n_rows, k); rows without entries are zero.
+    """
+    import torch
+
+    dtype = fixed.dtype
+    n_rows, k = matrix.shape[0], fixed.shape[1]
+    out = torch.zeros((n_rows, k), dtype=dtype)
+    w_np = w if isinstance(w, float) else _to_numpy(w)
+    t_np = t if isinstance(t, float) else _to_numpy(t)
+    wt = w_np * t_np
+    cprime = w_np - w0
+    eye = torch.eye(k, dtype=dtype)
+    counts = np.diff(matrix.indptr)
+    for start in range(0, n_rows, block_rows):
+        stop = min(n_rows, start + block_rows)
+        lo, hi = int(matrix.indptr[start]), int(matrix.indptr[stop])
+        if hi == lo:
+            continue
+        indptr = matrix.indptr[start:stop + 1] - lo
+        indices = matrix.indices[lo:hi]
+        c_blk = cprime if isinstance(cprime, float) else cprime[lo:hi]
+        wt_blk = wt if isinstance(wt, float) else wt[lo:hi]
+        grams = _weighted_grams(indptr, indices, c_blk, fixed)
+        wt_vals = np.full(hi - lo, wt_blk) if isinstance(wt_blk, float) else wt_blk
+        pattern = _csr_tensor(
+            torch.from_numpy(indptr.astype(np.int64)), torch.from_numpy(indices.astype(np.int64)),
+            torch.from_numpy(np.ascontiguousarray(wt_vals)).to(dtype),
+            (stop - start, matrix.shape[1]))
+        rhs = pattern @ fixed
+        lam_blk = torch.from_numpy(np.asarray(lam[start:stop], dtype=np.float64)).to(dtype)
+        a = grams + w0 * gram + lam_blk[:, None, None] * eye
+        active = torch.from_numpy(counts[start:stop] > 0)
+        a, rhs_a = a[active], rhs[active]
+        chol, info = torch.linalg.cholesky_ex(a)
+        x = torch.cholesky_solve(rhs_a[:, :, None], chol)[:, :, 0]
+        bad = (info != 0) | ~torch.isfinite(x).all(1)
+        if bad.any():
+            # singular or round-off indefinite systems (w0 = 0, lambda = 0, few
+            # entries): the minimum-norm least-squares solution
+            x[bad] = (torch.linalg.pinv(a[bad], hermitian=True) @ rhs_a[bad][:, :, None])[:, :, 0]
+        block_out = out[start:stop]
+        block_out[active] = x
+    return out
+
+
+def _weighted_grams(indptr: np.ndarray, indices: np.ndarray, weights, factors,
+                    segment: int = 1024, budget: int = 1 << 22):
+    """``sum_{c in row} weight_c f_c f_c^T`` per row, tensor of shape (n_rows, k, k).
+
+    Rows are cut into segments of at most ``segment`` entries, segments are
+    bucketed by length (powers of two, so padding at most doubles the work) and
+    each bucket is one batched matrix product of at most ``budget`` gathered values.
+    """
+    import torch
+
+    n_rows = len(indptr) - 1
+    k = factors.shape[1]
+    out = torch.zeros((n_rows, k, k), dtype=factors.dtype)
+    lengths = np.diff(indptr).astype(np.int64)
+    n_seg = (lengths + segment - 1) // segment
+    seg_row = np.repeat(np.arange(n_rows), n_seg)
+    if len(seg_row) == 0:
+        return out
+    first = np.repeat(np.cumsum(n_seg) - n_seg, n_seg)
+    seg_start = indptr[seg_row].astype(np.int64) + (np.arange(len(seg_row)) - first) * segment
+    seg_len = np.minimum(segment, indptr[seg_row + 1].astype(np.int64) - seg_start)
+    bucket = np.ceil(np.log2(np.maximum(seg_len, 1))).astype(np.int64)
+    weight_arr = None if isinstance(weights, float) else np.asarray(weights)
+    indices64 = indices.astype(np.int64)
+    for level in np.unique(bucket):
+        width = 1 << int(level)
+        members = np.flatnonzero(bucket == level)
+        per_batch = max(1, budget // (width * k))
+        pos = np.arange(width)
+        for b0 in range(0, len(members), per_batch):
+            sel = members[b0:b0 + per_batch]
+            idx = seg_start[sel, None] + pos[None, :]
+            mask = pos[None, :] < seg_len[sel, None]
+            idx = np.where(mask, idx, 0)
+            gathered = factors[torch.from_numpy(indices64[idx])]
+            if weight_arr is None:
+                wts = mask * weights
+            else:
+                wts = np.where(mask, weight_arr[idx], 0.0)
+            wts_t = torch.from_numpy(np.asarray(wts, dtype=np.float64)).to(factors.dtype)
+            grams = torch.bmm((gathered * wts_t[:, :, None]).transpose(1, 2), gathered)
+            out.index_add_(0, torch.from_numpy(seg_row[sel]), grams)
+    return out
+
+
+def _make_blocks(train: sp.csr_matrix, block_nnz: int, values, dtype) -> list[_Block]:
+    n_rows = train.shape[0]
+    n_blocks = max(1, -(-train.nnz // block_nnz))
+    cuts = np.searchsorted(train.indptr, np.linspace(0, train.nnz, n_blocks + 1)[1:-1])
+    cuts = np.unique(np.concatenate([[0], np.clip(cuts, 0, n_rows), [n_rows]]))
+    return [_Block(train, int(a), int(b), values, dtype) for a, b in zip(cuts[:-1], cuts[1:])
+            if b > a]
+
+
+def _split_rows(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Cut a block's rows into ``parts`` ranges of about equal entries."""
+    n_rows = len(indptr) - 1
+    if parts <= 1 or n_rows < 2 * parts:
+        return [(0, n_rows)]
+    cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], parts + 1)[1:-1])
+    cuts = np.unique(np.concatenate([[0], np.clip(cuts, 0, n_rows), [n_rows]]))
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+try:  # scipy's compressed-column kernel, accumulating in place (GIL released)
+    from scipy.sparse._sparsetools import csc_matvecs as _sparsetools_csc_matvecs
+except ImportError:  # pragma: no cover - private API moved: use the public path
+    _sparsetools_csc_matvecs = None
+
+
+def _csc_matvecs(block: _Block, a: int, b: int, vals: np.ndarray, Xn: np.ndarray,
+                 acc: np.ndarray) -> None:
+    """``acc += block[a:b]^T(vals) @ X[block.start + a : block.start + b]``."""
+    lo, hi = int(block.indptr[a]), int(block.indptr[b])
+    if hi == lo:
+        return
+    indptr = block.indptr[a:b + 1] - block.indptr[a]
+    indices = block.indices[lo:hi]
+    x = np.ascontiguousarray(Xn[block.start + a:block.start + b])
+    n_items, k = acc.shape
+    if _sparsetools_csc_matvecs is not None:
+        _sparsetools_csc_matvecs(n_items, b - a, k, indptr, indices, vals[lo:hi], x.ravel(),
+                                 acc.ravel())
+    else:  # pragma: no cover
+        part = sp.csr_matrix((vals[lo:hi], indices, indptr), shape=(b - a, n_items))
+        acc += part.T @ x
+
+
+# ================================================================== utilities
+def _csr_tensor(crow, col, values, shape):
+    """A torch CSR tensor on existing buffers (no copy, no invariant check)."""
+    import torch
+
+    with warnings.catch_warnings():
+        # torch flags sparse CSR as beta on every construction
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return torch.float32 if name == "float32" else torch.float64
+
+
+def _mul(a, b):
+    return a * b
+
+
+def _sub(a, b):
+    return a - b
+
+
+def _as_weight(value, np_dtype):
+    """A python float for constant weights, else a torch tensor in the working dtype."""
+    import torch
+
+    if isinstance(value, (float, int, np.floating)):
+        return float(value)
+    return torch.from_numpy(np.ascontiguousarray(value, dtype=np_dtype))
+
+
+def _to_numpy(value) -> np.ndarray:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.float64).numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _validation_users(validation: sp.csr_matrix, seed: int, limit: int = 5000) -> np.ndarray:
+    users = np.flatnonzero(np.diff(validation.indptr) > 0)
+    if len(users) > limit:
+        rng = np.random.default_rng(seed)
+        users = np.sort(rng.choice(users, limit, replace=False))
+    return users
+
+
+def _recall_at_k(user_factors: np.ndarray, item_factors: np.ndarray, train: sp.csr_matrix,
+                 validation: sp.csr_matrix, users: np.ndarray, k: int) -> float:
+    """Mean of hits / min(k, |relevant|) over ``users`` (training items excluded)."""
+    from .topk import topk_dot
+
+    k = min(k, item_factors.shape[0])
+    ids, _ = topk_dot(user_factors[users], item_factors, k, exclude=train[users])
+    relevant = validation[users]
+    hits = np.asarray(relevant[np.arange(len(users))[:, None], ids].sum(axis=1)).ravel()
+    sizes = np.minimum(k, np.diff(relevant.indptr))
+    return float(np.mean(hits / np.maximum(sizes, 1)))
+
+
+def _feature_codes(series: pd.Series, spec: dict) -> np.ndarray:
+    """Integer codes of one feature column under a fitted spec; -1 never matches."""
+    if spec["kind"] == "numeric":
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+        codes = np.searchsorted(np.asarray(spec["edges"], dtype=np.float64), values,
+                                side="right").astype(np.int64)
+        codes[~np.isfinite(values)] = -1
+        return codes
+    lookup = {v: j for j, v in enumerate(spec["values"])}
+    return np.fromiter((lookup.get(v, -1) for v in series.astype(str)), dtype=np.int64,
+                       count=len(series))
+
+
+def _n_new(history, features) -> int:
+    if history is None and features is None:
+        raise RecompareError("embed_new_users needs a history matrix or a features frame")
+    if history is not None and features is not None and history.shape[0] != len(features):
+        raise RecompareError(
+            f"history has {history.shape[0]} rows but features {len(features)} rows")
+    return history.shape[0] if history is not None else len(features)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,98 @@
+"""Render benchmark results: a rich table, Markdown, and ``bench.json``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from .._atomic import atomic_dir
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _flatten(sub, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)) and value and all(
+        isinstance(v, (int, float)) for v in value
+    ) and len(value) <= 8:
+        yield prefix, ", ".join(_fmt(v) for v in value)
+    elif isinstance(value, (int, float, str, bool)) or value is None:
+        yield prefix, value
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3g}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def headline(suite: dict) -> list[tuple[str, Any]]:
+    """The figures a suite declares as its headline (``figures``), else all scalar leaves."""
+    figures = suite.get("figures")
+    if isinstance(figures, dict):
+        return list(_flatten(figures))
+    if isinstance(figures, list):
+        rows = []
+        for fig in figures:
+            label = fig.get("name", "?")
+            value = fig.get("value")
+            extra = []
+            for key in ("peer_value", "ratio", "target"):
+                if fig.get(key) is not None:
+                    extra.append(f"{key}={_fmt(fig[key])}")
+            if "met" in fig:
+                extra.append("met" if fig["met"] else "NOT met")
+            rows.append((label, f"{_fmt(value)} {fig.get('unit', '')} ".strip()
+                         + (f" ({'; '.join(extra)})" if extra else "")))
+        return rows
+    return [(k, v) for k, v in _flatten(suite) if k != "figures"]
+
+
+def bench_table(results: dict):
+    from rich.table import Table
+
+    table = Table(title=f"recompare bench (scale {results.get('scale')})")
+    table.add_column("suite", style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, suite in results.get("suites", {}).items():
+        for label, value in headline(suite):
+            table.add_row(name, label, value if isinstance(value, str) else _fmt(value))
+            name = ""
+    return table
+
+
+def bench_markdown(results: dict) -> str:
+    machine = results.get("machine", {})
+    lines = [
+        f"# recompare bench (scale `{results.get('scale')}`)",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()),
+        "",
+    ]
+    for name, suite in results.get("suites", {}).items():
+        lines += [f"## {name}", "", "| figure | value |", "|---|---|"]
+        for label, value in headline(suite):
+            lines.append(f"| {label} | {value if isinstance(value, str) else _fmt(value)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_bench_outputs(results: dict, directory: str | Path) -> None:
+    """Write ``bench.json`` and ``bench.md`` into ``directory`` (replaced atomically)."""
+    with atomic_dir(directory, overwrite=True) as tmp:
+        (tmp / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        extra = ""
+        scaling = results.get("suites", {}).get("scaling")
+        if scaling and scaling.get("sweeps"):
+            from ..bench.scaling import plot_scaling
+
+            plot_scaling(scaling, str(tmp))
+            extra = "\n![training time as the data grow](scaling.png)\n"
+        (tmp / "bench.md").write_text(bench_markdown(results) + "\n" + extra)

@@ -1,0 +1,249 @@
+"""PNG plots of an evaluation: the folding map, leakage per model, recall against leakage.
+
+matplotlib is used through :class:`matplotlib.figure.Figure` with the Agg canvas (no
+pyplot, no display, no global state), imported only when a plot is drawn.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .._atomic import atomic_dir, atomic_file
+from ..errors import RecompareError
+
+#: queries and items drawn per model in the folding map (a seeded subsample)
+MAP_POINTS = 600
+
+PLOT_FILES = {
+    "accuracy": "accuracy.png",
+    "folding_map": "folding_map.png",
+    "leakage": "leakage.png",
+    "recall_vs_leakage": "recall_vs_leakage.png",
+}
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _palette(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(max(n, 1))]
+
+
+def _plot_k(results: dict) -> int:
+    ks = results["ks"]
+    return 20 if 20 in ks else ks[0]
+
+
+def pca_2d(points: np.ndarray) -> np.ndarray:
+    """First two principal components of ``points`` (ndarray of shape (n, dim)).
+
+    Returns ndarray of shape (n, 2); a missing second component (dim 1) is zero.
+    Signs are fixed (largest loading positive) so the same data gives the same picture.
+    """
+    centred = np.asarray(points, dtype=np.float64) - np.mean(points, axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    comps = vt[:2]
+    signs = np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])
+    comps = comps * np.where(signs == 0, 1, signs)[:, None]
+    out = np.zeros((len(points), 2))
+    out[:, : len(comps)] = centred @ comps.T
+    return out
+
+
+def folding_map(models: Mapping[str, Any], dataset, seed: int = 0,
+                points: int = MAP_POINTS):
+    """Figure: per model, a PCA map of query (squares) and item (circles) embeddings,
+    coloured by group.
+
+    A seeded sample of ``points`` training users and ``points`` items of known group;
+    queries and items are each scaled to unit RMS norm, stacked, and projected on their
+    first two principal components.  Models without embeddings get an empty panel.
+    """
+    rng = np.random.default_rng(seed)
+    item_groups = np.asarray(dataset.item_groups, dtype=np.int64)
+    query_groups = dataset.query_groups()
+    heldout = np.zeros(dataset.n_users, dtype=bool)
+    if dataset.split is not None:
+        heldout[dataset.split.heldout_users] = True
+    users = np.flatnonzero(~heldout & (query_groups >= 0))
+    users = np.sort(rng.choice(users, size=min(points, len(users)), replace=False))
+    items = np.flatnonzero(item_groups >= 0)
+    items = np.sort(rng.choice(items, size=min(points, len(items)), replace=False))
+    names = list(dataset.group_names)
+    n_groups = max(len(names), int(item_groups.max(initial=-1)) + 1)
+    colours = _palette(n_groups)
+    n = len(models)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig = _figure(4.2 * cols, 4.0 * rows + 0.4)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (name, model) in zip(axes, models.items()):
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        try:
+            q = np.asarray(model.query_embeddings(users), dtype=np.float64)
+            v = np.asarray(model.item_embeddings(), dtype=np.float64)[items]
+        except (NotImplementedError, AttributeError):
+            ax.text(0.5, 0.5, "no embeddings", ha="center", va="center", transform=ax.transAxes)
+            continue
+        # scale each set to unit RMS norm: rankings are unchanged by it, and neither set
+        # (e.g. raw popularity counts) then dominates the projection by sheer size
+        q = q / max(float(np.sqrt((q ** 2).sum(axis=1).mean())), 1e-12)
+        v = v / max(float(np.sqrt((v ** 2).sum(axis=1).mean())), 1e-12)
+        xy = pca_2d(np.vstack([q, v]))
+        qxy, vxy = xy[: len(q)], xy[len(q):]
+        for g in range(n_groups):
+            label = names[g] if g < len(names) else str(g)
+            mask = item_groups[items] == g
+            ax.scatter(vxy[mask, 0], vxy[mask, 1], s=9, marker="o", color=colours[g],
+                       alpha=0.45, linewidths=0, label=f"{label} items")
+            mask = query_groups[users] == g
+            ax.scatter(qxy[mask, 0], qxy[mask, 1], s=14, marker="s", color=colours[g],
+                       alpha=0.8, edgecolors="black", linewidths=0.3, label=f"{label} queries")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)),
+                   fontsize=7, frameon=False)
+    fig.suptitle("Folding map: PCA of query (squares) and item (circles) embeddings",
+                 fontsize=11)
+    return fig
+
+
+def leakage_plot(results: dict):
+    """Figure: leakage@k against k per model (one panel per protocol), with the
+    held-out cross-group share as a dashed line."""
+    protocols = [p for p in results["protocols"] if _ok(results, p)]
+    fig = _figure(4.5 * max(1, len(protocols)), 3.6)
+    axes = fig.subplots(1, max(1, len(protocols)), squeeze=False).ravel()
+    colours = _palette(len(results["models"]))
+    ks = results["ks"]
+    for ax, protocol in zip(axes, protocols):
+        truth = None
+        for colour, (name, entry) in zip(colours, results["models"].items()):
+            res = entry["protocols"].get(protocol, {})
+            if res.get("status") != "ok":
+                continue
+            f = res["folding"]
+            truth = f["ground_truth_cross_share"]
+            ax.plot(ks, [f[f"leakage@{k}"] for k in ks], marker="o", color=colour, label=name)
+        if truth is not None:
+            ax.axhline(truth, color="grey", linestyle="--", linewidth=1,
+                       label="held-out cross-group share")
+        ax.set_title(protocol, fontsize=10)
+        ax.set_xlabel("k")
+        ax.set_ylabel("leakage@k")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(ks)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Cross-group leakage of the top-k lists", fontsize=11)
+    return fig
+
+
+def recall_vs_leakage_plot(results: dict):
+    """Figure: recall_norm@k against leakage@k, every model and protocol (one k)."""
+    k = _plot_k(results)
+    fig = _figure(5.5, 4.2)
+    ax = fig.subplots()
+    colours = _palette(len(results["models"]))
+    markers = {"weak": "o", "strong": "^", "cold": "s"}
+    for colour, (name, entry) in zip(colours, results["models"].items()):
+        for protocol, res in entry["protocols"].items():
+            if res.get("status") != "ok":
+                continue
+            x = res["folding"][f"leakage@{k}"]
+            y = res["metrics"][f"recall_norm@{k}"]
+            ax.scatter([x], [y], color=colour, marker=markers.get(protocol, "o"), s=50,
+                       label=f"{name} ({protocol})", edgecolors="black", linewidths=0.4)
+            if protocol == results["protocols"][0]:
+                ax.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel(f"leakage@{k} (lower is better)")
+    ax.set_ylabel(f"recall_norm@{k} (higher is better)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("Accuracy against folding", fontsize=11)
+    return fig
+
+
+def accuracy_plot(results: dict):
+    """Figure: recall_norm@k and ndcg@k per model (one panel per protocol)."""
+    protocols = results["protocols"]
+    fig = _figure(4.5 * len(protocols), 3.6)
+    axes = fig.subplots(1, len(protocols), squeeze=False).ravel()
+    colours = _palette(len(results["models"]))
+    ks = results["ks"]
+    for ax, protocol in zip(axes, protocols):
+        for colour, (name, entry) in zip(colours, results["models"].items()):
+            res = entry["protocols"].get(protocol, {})
+            if res.get("status") != "ok":
+                continue
+            ax.plot(ks, [res["metrics"][f"recall_norm@{k}"] for k in ks], marker="o",
+                    color=colour, label=f"{name} recall_norm")
+            ax.plot(ks, [res["metrics"][f"ndcg@{k}"] for k in ks], marker="x",
+                    linestyle=":", color=colour, label=f"{name} ndcg")
+        ax.set_title(protocol, fontsize=10)
+        ax.set_xlabel("k")
+        ax.set_xticks(ks)
+    axes[0].legend(fontsize=6)
+    fig.suptitle("Accuracy at k", fontsize=11)
+    return fig
+
+
+def _ok(results: dict, protocol: str) -> bool:
+    return any(e["protocols"].get(protocol, {}).get("status") == "ok"
+               for e in results["models"].values())
+
+
+def figures(results: dict, models: Mapping[str, Any], dataset, seed: int = 0) -> dict:
+    """All figures the results support, keyed as in :data:`PLOT_FILES`."""
+    out = {"accuracy": accuracy_plot(results)}
+    if results.get("folding"):
+        out["folding_map"] = folding_map(models, dataset, seed=seed)
+        out["leakage"] = leakage_plot(results)
+        out["recall_vs_leakage"] = recall_vs_leakage_plot(results)
+    return out
+
+
+def write_plots(results: dict, models: Mapping[str, Any], dataset,
+                directory: str | os.PathLike, overwrite: bool = False, seed: int = 0
+                ) -> dict[str, Path]:
+    """Draw every figure and write them as PNGs into ``directory``.
+
+    A new directory appears whole or not at all; in an existing one (``overwrite``
+    needed) each PNG is replaced atomically and other files are left alone.
+
+    Returns
+    -------
+    dict key -> path of the written PNG (keys of :data:`PLOT_FILES`)
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise RecompareError(f"--plots {directory} is a file, not a directory")
+    if directory.exists() and not overwrite:
+        raise RecompareError(f"plot directory {directory} already exists; "
+                             "pass --overwrite or choose another")
+    drawn = figures(results, models, dataset, seed=seed)
+    paths = {key: directory / PLOT_FILES[key] for key in drawn}
+    if not directory.exists():
+        with atomic_dir(directory) as tmp:
+            for key, fig in drawn.items():
+                fig.savefig(tmp / PLOT_FILES[key])
+    else:
+        for key, fig in drawn.items():
+            with atomic_file(paths[key], mode="wb") as handle:
+                fig.savefig(handle, format="png")
+    return paths

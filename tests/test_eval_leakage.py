@@ -1,0 +1,81 @@
+"""Leakage and folding measures on hand-made and planted data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recompare.evaluate import leakage as lk
+
+ITEM_GROUPS = np.array([0, 0, 0, 1, 1, 1, -1])
+
+
+def test_leakage_zero_for_in_group_and_one_for_out_of_group():
+    query_groups = np.array([0, 1])
+    in_group = np.array([[0, 1, 2], [3, 4, 5]])
+    out_group = np.array([[3, 4, 5], [0, 1, 2]])
+    assert lk.leakage_at_k(in_group, query_groups, ITEM_GROUPS, (1, 3))["leakage@3"] == 0.0
+    leak = lk.leakage_at_k(out_group, query_groups, ITEM_GROUPS, (1, 3))
+    assert leak["leakage@1"] == 1.0 and leak["leakage@3"] == 1.0
+
+
+def test_leakage_skips_unknown_groups_and_averages_over_queries():
+    query_groups = np.array([0, 1, -1])
+    ids = np.array([[0, 3, 6, 1], [3, 0, 1, 6], [0, 1, 2, 3]])
+    leak = lk.leakage_at_k(ids, query_groups, ITEM_GROUPS, (2, 4))
+    # query 0 at k=4: known items 0,3,1 -> 1/3 cross; query 1: 3,0,1 -> 2/3; query 2 skipped
+    assert leak["leakage@4"] == pytest.approx((1 / 3 + 2 / 3) / 2)
+    assert leak["leakage@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert leak["leakage_queries@4"] == 2
+    valid = np.ones(ids.shape, bool)
+    valid[1, 1:] = False  # only item 3 (in group) remains for query 1
+    assert lk.leakage_at_k(ids, query_groups, ITEM_GROUPS, (4,), valid)["leakage@4"] == \
+        pytest.approx((1 / 3 + 0) / 2)
+
+
+def test_ground_truth_share_and_confusion():
+    relevant = sp.csr_matrix(np.array([[1, 0, 0, 1, 0, 0, 1],
+                                       [0, 0, 0, 1, 1, 1, 0]], np.float32))
+    query_groups = np.array([0, 1])
+    assert lk.ground_truth_cross_share(relevant, query_groups, ITEM_GROUPS) == \
+        pytest.approx((1 / 2 + 0) / 2)
+    truth = np.array(lk.ground_truth_confusion(relevant, query_groups, ITEM_GROUPS, 2))
+    np.testing.assert_allclose(truth, [[0.5, 0.5], [0.0, 1.0]])
+    ids = np.array([[3, 4, 0], [3, 4, 5]])
+    conf = lk.confusion(ids, 2, query_groups, ITEM_GROUPS, 2)
+    np.testing.assert_allclose(conf, [[0.0, 1.0], [0.0, 1.0]])
+    conf3 = lk.confusion(ids, 3, np.array([0, -1]), ITEM_GROUPS, 2)
+    np.testing.assert_allclose(conf3, [[1 / 3, 2 / 3], [0.0, 0.0]])
+
+
+def test_spurious_lists_untouched_cross_group_items():
+    train = sp.csr_matrix(np.array([[1, 1, 0, 1, 0, 0, 0],    # group-0 user also touched 3
+                                    [0, 0, 0, 1, 1, 0, 0]], np.float32))
+    counts = lk.group_item_counts(train, np.array([0, 1]), 2)
+    np.testing.assert_array_equal(counts, [[1, 1, 0, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0, 0]])
+    ids = np.array([[5, 3, 0], [4, 5, 2], [5, 4, 1]])
+    query_groups = np.array([0, 1, 0])
+    shares, worst = lk.spurious(ids, (3,), query_groups, ITEM_GROUPS, counts)
+    # query 0: 5 is spurious (group 0 never touched it), 3 is cross but touched
+    # query 1: 2 is cross and untouched by group 1; query 2: 5 and 4 are spurious
+    assert shares["spurious@3"] == pytest.approx((1 / 3 + 1 / 3 + 2 / 3) / 3)
+    assert worst[0] == {"query_group": 0, "item": 5, "item_group": 1, "n_queries": 2,
+                        "best_rank": 1, "mean_rank": 1.0}
+    assert [(w["query_group"], w["item"]) for w in worst[1:]] == [(0, 4), (1, 2)]
+
+
+def test_folding_auc_separated_and_folded():
+    item_groups = np.array([0] * 20 + [1] * 20)
+    items = np.zeros((40, 2))
+    items[:20, 0] = np.linspace(1, 2, 20)
+    items[20:, 1] = np.linspace(1, 2, 20)
+    queries = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert lk.folding_auc(queries, items, np.array([0, 1]), item_groups) == 0.0
+    # every item scored the same: the model cannot tell groups apart
+    flat = np.ones((40, 2))
+    assert lk.folding_auc(queries, flat, np.array([0, 1]), item_groups) == pytest.approx(0.5)
+    # excluded items leave the comparison without shifting it
+    exclude = sp.csr_matrix(([1.0, 1.0], ([0, 0], [0, 25])), shape=(2, 40))
+    assert lk.folding_auc(queries, items, np.array([0, 1]), item_groups, exclude) == 0.0
+    reversed_q = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert lk.folding_auc(reversed_q, items, np.array([0, 1]), item_groups) == 1.0

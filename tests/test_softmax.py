@@ -1,0 +1,383 @@
+"""The softmax DNN: losses against their definitions, masking, training contract, CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recompare.cli import main
+from recompare.data.dataset import from_interactions
+from recompare.data.splits import split
+from recompare.data.synth import planted
+from recompare.errors import RecompareError
+from recompare.evaluate.protocols import evaluate
+from recompare.models import load_model
+from recompare.models import softmax as sm
+from recompare.models.softmax import (
+    SoftmaxDNN,
+    full_softmax_loss,
+    gravity_penalty,
+    mask_accidental_hits,
+    sampled_softmax_loss,
+)
+
+FAST = dict(epochs=6, patience=0, validation_fraction=0.0, threads=1, hidden=(32,), dim=16,
+            batch_size=64, lr=1e-2, num_negatives=64)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Small planted data (4 groups, user features) with a 'both' split."""
+    return split(planted(n_users=500, n_items=240, n_groups=4, interactions_per_user=20,
+                         seed=3), "both", seed=0)
+
+
+def _random_problem(seed: int, n_rows: int = 5, n_items: int = 12, dim: int = 4):
+    """Queries, items, per-row targets (p) and per-row excluded input items."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    queries = torch.randn(n_rows, dim, generator=gen, dtype=torch.float64)
+    items = torch.randn(n_items, dim, generator=gen, dtype=torch.float64)
+    t_rows, t_items, t_w, x_rows, x_items = [], [], [], [], []
+    for r in range(n_rows):
+        chosen = rng.choice(n_items, size=rng.integers(2, 6), replace=False)
+        n_t = rng.integers(1, len(chosen))
+        w = rng.random(n_t) + 0.1
+        t_rows += [r] * n_t
+        t_items += chosen[:n_t].tolist()
+        t_w += (w / w.sum()).tolist()
+        x_rows += [r] * (len(chosen) - n_t)
+        x_items += chosen[n_t:].tolist()
+
+    def t(values, dtype=torch.int64):
+        return torch.tensor(values, dtype=dtype)
+
+    return (queries, items, t(t_rows), t(t_items), t(t_w, torch.float64), t(x_rows),
+            t(x_items))
+
+
+# ------------------------------------------------------------------- losses
+@pytest.mark.parametrize("seed", range(4))
+def test_sampled_loss_with_all_items_as_candidates_equals_full_loss(seed):
+    q, v, t_rows, t_items, t_w, x_rows, x_items = _random_problem(seed)
+    q.requires_grad_(True)
+    v.requires_grad_(True)
+    full = full_softmax_loss(q, v, t_rows, t_items, t_w, x_rows, x_items)
+    g_full = torch.autograd.grad(full, (q, v))
+    n = len(v)
+    sampled = sampled_softmax_loss(
+        q, v[t_items], v, torch.arange(n), torch.zeros(n, dtype=torch.float64), t_rows, t_w,
+        torch.cat([t_rows, x_rows]), torch.cat([t_items, x_items]))
+    g_sampled = torch.autograd.grad(sampled, (q, v))
+    assert float(full.detach()) == pytest.approx(float(sampled.detach()), rel=1e-10)
+    for a, b in zip(g_full, g_sampled):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_full_loss_is_cross_entropy_against_p_with_inputs_removed():
+    q, v, t_rows, t_items, t_w, x_rows, x_items = _random_problem(7)
+    logits = (q @ v.T).numpy()
+    expected = []
+    for r in range(len(q)):
+        keep = np.ones(len(v), bool)
+        keep[x_items[x_rows == r].numpy()] = False
+        lse = np.log(np.exp(logits[r, keep]).sum())
+        items, w = t_items[t_rows == r].numpy(), t_w[t_rows == r].numpy()
+        expected.append(-(w * (logits[r, items] - lse)).sum())
+    got = full_softmax_loss(q, v, t_rows, t_items, t_w, x_rows, x_items)
+    assert float(got) == pytest.approx(np.mean(expected), rel=1e-10)
+
+
+def test_logq_correction_matches_its_formula():
+    q, v, t_rows, t_items, t_w, x_rows, x_items = _random_problem(11, n_items=20)
+    cand = torch.tensor([0, 3, 4, 8, 9, 13, 17, 19])
+    log_q = torch.log(torch.linspace(0.05, 0.9, len(cand), dtype=torch.float64))
+    got = sampled_softmax_loss(q, v[t_items], v[cand], cand, log_q, t_rows, t_w,
+                               torch.cat([t_rows, x_rows]), torch.cat([t_items, x_items]))
+    expected = []
+    for r in range(len(q)):
+        pos = t_items[t_rows == r].numpy()
+        known = set(pos) | set(x_items[x_rows == r].numpy())
+        pos_logits = (q[r] @ v[pos].T).numpy()
+        neg = [(int(c), float(lq)) for c, lq in zip(cand, log_q) if int(c) not in known]
+        neg_logits = np.array([float(q[r] @ v[c]) - lq for c, lq in neg])
+        lse = np.log(np.exp(pos_logits).sum() + np.exp(neg_logits).sum())
+        expected.append(lse - (t_w[t_rows == r].numpy() * pos_logits).sum())
+    assert float(got) == pytest.approx(np.mean(expected), rel=1e-10)
+
+
+def test_sampler_log_probability_is_the_inclusion_probability():
+    counts = np.array([100.0, 30, 10, 5, 1, 0, 0, 2])
+    sampler = sm._NegativeSampler("popularity", 3, counts)
+    q = (counts + 1) / (counts + 1).sum()
+    gen = torch.Generator().manual_seed(0)
+    hits = np.zeros(len(counts))
+    for _ in range(2000):
+        cand, log_q = sampler.sample(gen, torch.zeros(0, dtype=torch.int64))
+        hits[cand.numpy()] += 1
+        np.testing.assert_allclose(log_q.numpy(), np.log(1 - (1 - q[cand.numpy()]) ** 3),
+                                   rtol=1e-5)
+    np.testing.assert_allclose(hits / 2000, 1 - (1 - q) ** 3, atol=0.03)
+    uniform = sm._NegativeSampler("uniform", 5, counts)
+    cand, log_q = uniform.sample(gen, torch.zeros(0, dtype=torch.int64))
+    assert torch.all(cand[1:] > cand[:-1])  # sorted, unique
+    np.testing.assert_allclose(log_q.numpy(), math.log(1 - (1 - 1 / 8) ** 5), rtol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 6), n=st.integers(1, 9), d=st.integers(1, 5), seed=st.integers(0, 999))
+def test_gravity_equals_its_dense_definition(m, n, d, seed):
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    v = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    dense = ((u @ v.T) ** 2).sum() / (m * n)
+    assert float(gravity_penalty(u, v)) == pytest.approx(float(dense), rel=1e-10, abs=1e-12)
+
+
+def test_accidental_hits_are_removed():
+    logits = torch.zeros(3, 4)
+    cand = torch.tensor([2, 5, 7, 9])
+    known_rows = torch.tensor([0, 0, 1, 2, 2])
+    known_items = torch.tensor([5, 6, 9, 1, 2])  # 6 and 1 are not candidates
+    out = mask_accidental_hits(logits, cand, known_rows, known_items)
+    expected = torch.zeros(3, 4)
+    expected[0, 1] = expected[1, 3] = expected[2, 0] = -math.inf
+    assert torch.equal(out, expected)
+    # a candidate that is a positive of the row changes nothing in that row's loss
+    q, v, t_rows, t_items, t_w, x_rows, x_items = _random_problem(5, n_rows=1, n_items=10)
+    known = torch.cat([t_items, x_items])
+    negatives = torch.tensor(sorted(set(range(10)) - set(known.tolist())))
+    with_hits = torch.arange(10)
+
+    def loss(c):
+        return sampled_softmax_loss(q, v[t_items], v[c], c, torch.zeros(len(c), dtype=q.dtype),
+                                    t_rows, t_w, torch.cat([t_rows, x_rows]), known)
+
+    assert float(loss(with_hits)) == pytest.approx(float(loss(negatives)), rel=1e-12)
+
+
+# ------------------------------------------------------------ masked history
+def test_masked_history_partitions_each_users_items():
+    rng = np.random.default_rng(0)
+    m = sp.random(60, 40, density=0.2, random_state=1, format="csr", dtype=np.float32)
+    m.data[:] = rng.integers(1, 5, m.nnz)
+    inputs, targets = sm._mask_history(m, 0.3, 0.1, np.random.default_rng(1))
+    assert (inputs.multiply(targets)).nnz == 0  # disjoint
+    assert abs(inputs + targets - m).max() == 0  # together: everything, values kept
+    n = np.diff(m.indptr)
+    n_t = np.diff(targets.indptr)
+    n_in = np.diff(inputs.indptr)
+    assert (n_t[n >= 1] >= 1).all()
+    cold = (n_in == 0) & (n >= 2)  # history dropout: whole history as target
+    assert ((n_in >= 1) | cold)[n >= 2].all() and 0 < cold.sum() < 20
+
+
+def test_no_target_ever_appears_in_its_own_input(data, monkeypatch):
+    seen_batches = []
+    original = SoftmaxDNN._batch_loss
+
+    def spy(self, tower, batch, *args, **kwargs):
+        bag_pairs = set(zip(batch.input_rows.tolist(), batch.bag_items.tolist()))
+        target_pairs = set(zip(batch.target_rows.tolist(), batch.target_items.tolist()))
+        seen_batches.append((len(bag_pairs), len(target_pairs), bag_pairs & target_pairs))
+        # the bag the tower reads is exactly the input part
+        offsets = batch.bag_offsets.tolist() + [len(batch.bag_items)]
+        rows = np.repeat(np.arange(len(batch)), np.diff(offsets))
+        assert rows.tolist() == batch.input_rows.tolist()
+        return original(self, tower, batch, *args, **kwargs)
+
+    monkeypatch.setattr(SoftmaxDNN, "_batch_loss", spy)
+    SoftmaxDNN(**{**FAST, "epochs": 2}).fit(data)
+    assert seen_batches and all(not leak for _, _, leak in seen_batches)
+    assert sum(b for b, _, _ in seen_batches) > 0 and sum(t for _, t, _ in seen_batches) > 0
+
+
+# --------------------------------------------------------- training contract
+def test_determinism_under_a_seed(data):
+    a = SoftmaxDNN(**FAST, loss="sampled", negatives="uniform", random_state=4).fit(data)
+    b = SoftmaxDNN(**FAST, loss="sampled", negatives="uniform", random_state=4).fit(data)
+    c = SoftmaxDNN(**FAST, loss="sampled", negatives="uniform", random_state=5).fit(data)
+    assert np.array_equal(a.item_embeddings(), b.item_embeddings())
+    assert np.array_equal(a.query_embeddings(), b.query_embeddings())
+    assert not np.allclose(a.item_embeddings(), c.item_embeddings())
+
+
+def test_fit_reinitialises_and_returns_self(data):
+    model = SoftmaxDNN(**FAST)
+    assert model.fit(data) is model
+    first = model.item_embeddings().copy()
+    assert np.array_equal(model.fit(data).item_embeddings(), first)
+
+
+def test_save_load_round_trip(data, tmp_path):
+    model = SoftmaxDNN(**FAST, dropout=0.2).fit(data)
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m", data)
+    assert isinstance(loaded, SoftmaxDNN) and loaded.get_params() == model.get_params()
+    assert loaded.protocols == model.protocols
+    ids_a, sc_a = model.recommend(np.arange(50), k=10)
+    ids_b, sc_b = loaded.recommend(np.arange(50), k=10)
+    assert np.array_equal(ids_a, ids_b) and np.allclose(sc_a, sc_b)
+    users = data.split.heldout_users
+    hist, feats = data.split.foldin[users], data.user_features.iloc[users]
+    assert np.allclose(model.embed_new_users(hist, feats), loaded.embed_new_users(hist, feats))
+    with pytest.raises(RecompareError, match="already exists"):
+        model.save(tmp_path / "m")
+    arrays = loaded.export_arrays()
+    assert arrays["item_embeddings"].shape == (data.n_items, 16)
+    assert arrays["query_embeddings"].shape == (data.n_users, 16)
+
+
+def test_resume_continues_where_it_stopped(data, tmp_path):
+    params = dict(FAST, epochs=4, loss="sampled", negatives="popularity", dropout=0.1,
+                  validation_fraction=0.1, patience=3)
+    straight = SoftmaxDNN(**params).fit(data)
+    ckpt = tmp_path / "ckpt"
+    first = SoftmaxDNN(**{**params, "epochs": 2}).fit(data, checkpoint_dir=ckpt)
+    assert first.fit_info_["epochs_run"] == 2
+    resumed = SoftmaxDNN(**params).fit(data, resume_from=ckpt)
+    assert resumed.fit_info_["epochs_run"] == 4
+    assert [h["epoch"] for h in resumed.fit_info_["history"]] == [1, 2, 3, 4]
+    assert np.allclose(resumed.item_embeddings(), straight.item_embeddings(), atol=1e-6)
+    assert np.allclose(resumed.query_embeddings(), straight.query_embeddings(), atol=1e-6)
+    with pytest.raises(RecompareError, match="different parameters.*dim"):
+        SoftmaxDNN(**{**params, "dim": 8}).fit(data, resume_from=ckpt)
+    other = split(planted(n_users=300, n_items=240, n_groups=4, seed=9), "both", seed=0)
+    with pytest.raises(RecompareError, match="another data set"):
+        SoftmaxDNN(**params).fit(other, resume_from=ckpt)
+
+
+def test_sampled_training_touches_only_sampled_item_rows(data):
+    """Sparse gradients: items neither positive nor sampled in a batch are not updated."""
+    model = SoftmaxDNN(**{**FAST, "num_negatives": 8}, loss="sampled", negatives="uniform")
+    features = model.check(data)
+    schema = sm._FeatureSchema.build(data.user_features, uses_history="history" in features)
+    cats, nums = schema.encode(data.user_features)
+    tower = sm._Tower(data.n_items, 16, (32,), "tanh", 0.0, schema, False, False, 1.0,
+                      sparse_out=True)
+    tower.reset_parameters(torch.Generator().manual_seed(0))
+    opts = model._make_optimizers(tower)
+    sampler = sm._NegativeSampler("uniform", 8, np.ones(data.n_items))
+    inputs, targets = sm._mask_history(data.train, 0.2, 0.0, np.random.default_rng(0))
+    batch = sm._Batch.build(np.arange(3), inputs, targets, cats, nums)
+    before = tower.item_out.detach().clone()
+    gen = torch.Generator().manual_seed(1)
+    state = gen.get_state()
+    cand, _ = sampler.sample(gen, batch.target_items)
+    gen.set_state(state)
+    loss = model._batch_loss(tower, batch, sampler, gen)
+    loss.backward()
+    for opt in opts:
+        opt.step()
+    changed = torch.nonzero((tower.item_out.detach() != before).any(dim=1)).ravel()
+    allowed = set(cand.tolist()) | set(batch.target_items.tolist())
+    assert len(changed) > 0 and set(changed.tolist()) <= allowed
+
+
+def test_folding_positives_only_leaks_much_more(data):
+    leak = {}
+    for name, params in {
+        "none": dict(loss="sampled", negatives="none"),
+        "uniform": dict(loss="sampled", negatives="uniform"),
+        "full": dict(loss="full"),
+        "gravity": dict(loss="sampled", negatives="none", gravity=1.0),
+    }.items():
+        model = SoftmaxDNN(**{**FAST, "epochs": 10}, **params).fit(data)
+        result = evaluate(model, data, "weak", ks=(10,), folding=True, score_folding=False)
+        leak[name] = result["folding"]["leakage@10"]
+    assert leak["none"] > 0.3, leak
+    for name in ("uniform", "full", "gravity"):
+        assert leak["none"] >= 5 * max(leak[name], 0.01), leak
+
+
+def test_beats_popularity_on_planted_data(data):
+    from recompare.models import model_class
+
+    dnn = SoftmaxDNN(threads=1).fit(data)  # the defaults
+    pop = model_class("popularity")().fit(data)
+    r_dnn = evaluate(dnn, data, "weak", ks=(20,), folding=False)["metrics"]["recall@20"]
+    r_pop = evaluate(pop, data, "weak", ks=(20,), folding=False)["metrics"]["recall@20"]
+    assert r_dnn > 1.5 * r_pop, (r_dnn, r_pop)
+
+
+def test_cold_and_strong_protocols(data):
+    model = SoftmaxDNN(**FAST).fit(data)
+    assert model.protocols == {"weak", "strong", "cold"}
+    users = data.split.heldout_users
+    cold = model.embed_new_users(None, data.user_features.iloc[users])
+    assert cold.shape == (len(users), 16) and np.isfinite(cold).all()
+    # the group_hint feature tells groups apart: cold queries differ by group
+    assert len(np.unique(cold.round(4), axis=0)) > 1
+    strong = model.embed_new_users(data.split.foldin[users], data.user_features.iloc[users])
+    assert not np.allclose(strong, cold)
+    history_only = SoftmaxDNN(**FAST, features="history").fit(data)
+    assert history_only.protocols == {"weak", "strong"}
+    result = evaluate(history_only, data, "cold", ks=(10,), folding=False)
+    assert result["status"] == "unsupported"
+    with pytest.raises(RecompareError, match="lack column"):
+        model.embed_new_users(None, pd.DataFrame({"age": [30.0]}))
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("params,message", [
+    (dict(features="history,foo"), "unknown feature"),
+    (dict(dim=0), "dim must be"),
+    (dict(batch_size=0), "batch_size must be"),
+    (dict(loss="sampled", num_negatives=10_000), "larger than the catalogue"),
+    (dict(hidden=(0,)), "hidden sizes"),
+    (dict(loss="softmax"), "loss must be"),
+    (dict(dropout=1.0), "dropout"),
+])
+def test_bad_parameters_give_clear_errors(data, params, message):
+    with pytest.raises(RecompareError, match=message):
+        SoftmaxDNN(**params).fit(data)
+
+
+def test_user_features_requested_without_any():
+    ds = from_interactions(["a", "a", "b", "b", "c"], ["x", "y", "x", "z", "y"])
+    with pytest.raises(RecompareError, match="no user features"):
+        SoftmaxDNN(features=("history", "user")).fit(ds)
+    model = SoftmaxDNN(**FAST).fit(ds)  # auto: history only
+    assert model.fit_info_["features"] == ["history"]
+
+
+# ----------------------------------------------------------------------- CLI
+def test_cli_trains_saves_and_reports_json(data, tmp_path):
+    data.save(tmp_path / "ds")
+    out = tmp_path / "model"
+    result = CliRunner().invoke(main, [
+        "train-dnn", str(tmp_path / "ds"), "-o", str(out), "--epochs", "3", "--dim", "8",
+        "--hidden", "16,8", "--loss", "sampled", "--negatives", "in-batch", "--threads", "1",
+        "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["epochs_run"] <= 3 and payload["params"]["hidden"] == [16, 8]
+    assert load_model(out, data).item_embeddings().shape == (data.n_items, 8)
+    again = CliRunner().invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--features", "history,colour"], "unknown feature"),
+    (["--dim", "0"], "dim must be"),
+    (["--batch-size", "-3"], "batch_size must be"),
+    (["--loss", "sampled", "--num-negatives", "99999"], "larger than the catalogue"),
+    (["--hidden", "64,x"], "--hidden must be"),
+    (["--resume", "/nonexistent/ckpt"], "does not exist"),
+])
+def test_cli_bad_input_is_one_clear_line(data, tmp_path, args, message):
+    data.save(tmp_path / "ds")
+    result = CliRunner().invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o",
+                                       str(tmp_path / "m"), *args])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert "Traceback" not in result.output and not (tmp_path / "m").exists()
