@@ -4,9 +4,12 @@ The Python API mirrors the CLI::
 
     import recompare
     ds = recompare.load_dataset("data/planted")
+    ds = recompare.split(recompare.prepare("ml-100k/"), "both", seed=0)  # data prepare
+    ds = recompare.split(recompare.planted(n_groups=6), "both")            # data synth
 """
 from __future__ import annotations
 
+from .data import mirror, planted, prepare, split
 from .data.dataset import Dataset, IdMap, Split
 from .errors import RecompareError
 
@@ -25,5 +28,16 @@ def load_model(path, dataset=None):
     return _load(path, dataset)
 
 
-__all__ = ["Dataset", "IdMap", "Split", "RecompareError", "load_dataset", "load_model",
-           "__version__"]
+__all__ = [
+    "Dataset",
+    "IdMap",
+    "RecompareError",
+    "Split",
+    "__version__",
+    "load_dataset",
+    "load_model",
+    "mirror",
+    "planted",
+    "prepare",
+    "split",
+]

@@ -37,11 +37,12 @@ def datasets(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ds=datasets(), kind=st.sampled_from(KINDS), seed=st.integers(0, 2**16),
        test_fraction=st.floats(0.05, 0.95), heldout_fraction=st.floats(0.05, 0.9),
-       foldin_fraction=st.floats(0.0, 0.95))
+       foldin_fraction=st.floats(0.0, 0.95), last_n=st.none() | st.integers(1, 4))
 def test_split_is_disjoint_complete_and_deterministic(ds, kind, seed, test_fraction,
-                                                      heldout_fraction, foldin_fraction):
-    kwargs = dict(test_fraction=test_fraction, heldout_fraction=heldout_fraction,
-                  foldin_fraction=foldin_fraction, seed=seed)
+                                                      heldout_fraction, foldin_fraction, last_n):
+    kwargs = {"test_fraction": test_fraction, "heldout_fraction": heldout_fraction,
+                  "foldin_fraction": foldin_fraction, "seed": seed,
+                  "last_n": last_n if kind == "temporal" else None}
     try:
         out = split(ds, kind, **kwargs)
     except RecompareError as exc:
@@ -146,17 +147,17 @@ def test_split_errors():
     no_time = ds.replace(timestamps=None)
     single = from_interactions(["a", "b", "c"], ["x", "y", "x"])
     cases = [
-        (ds, dict(kind="diagonal")),
-        (ds, dict(kind="random", test_fraction=0.0)),
-        (ds, dict(kind="random", test_fraction=1.0)),
-        (ds, dict(kind="users", heldout_fraction=1.0)),
-        (ds, dict(kind="users", foldin_fraction=1.0)),
-        (ds, dict(kind="random", last_n=2)),
-        (ds, dict(kind="temporal", last_n=0)),
-        (no_time, dict(kind="temporal")),
-        (single, dict(kind="random")),
-        (single, dict(kind="users")),
-        (from_interactions([], []), dict(kind="random")),
+        (ds, {"kind": "diagonal"}),
+        (ds, {"kind": "random", "test_fraction": 0.0}),
+        (ds, {"kind": "random", "test_fraction": 1.0}),
+        (ds, {"kind": "users", "heldout_fraction": 1.0}),
+        (ds, {"kind": "users", "foldin_fraction": 1.0}),
+        (ds, {"kind": "random", "last_n": 2}),
+        (ds, {"kind": "temporal", "last_n": 0}),
+        (no_time, {"kind": "temporal"}),
+        (single, {"kind": "random"}),
+        (single, {"kind": "users"}),
+        (from_interactions([], []), {"kind": "random"}),
     ]
     for data, kwargs in cases:
         with pytest.raises(RecompareError):

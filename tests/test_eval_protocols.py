@@ -124,3 +124,20 @@ def test_bad_requests(data):
     other = split(planted(n_users=400, n_items=200, n_groups=4, seed=6), "both", seed=5)
     with pytest.raises(RecompareError, match="another data set"):
         evaluate(Popularity().fit(other), data, "weak", (5,))
+
+
+def test_bundled_planted_data_random_folds_far_more_than_popularity_by_group():
+    from pathlib import Path
+
+    from recompare.data.dataset import Dataset
+
+    root = Path(__file__).resolve().parents[1] / "data" / "planted"
+    if not (root / "meta.json").is_file():
+        pytest.skip("bundled data set not present")
+    data = Dataset.load(root)
+    models = {"random": RandomEmbeddings().fit(data),
+              "popularity-by-group": Popularity(by_group=True).fit(data)}
+    out = evaluate_models(models, data, "weak", (10,), folding=True, score_folding=False)
+    rand = out["models"]["random"]["protocols"]["weak"]["folding"]
+    pop = out["models"]["popularity-by-group"]["protocols"]["weak"]["folding"]
+    assert rand["excess_leakage@10"] > 0.5 > 0.05 > pop["excess_leakage@10"]

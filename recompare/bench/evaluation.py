@@ -10,7 +10,8 @@ the bare product, peak memory under 2 GiB.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp

@@ -47,7 +47,17 @@ def overwrite_option(func):
 
 @click.group("data")
 def data_group() -> None:
-    """Make, prepare, mirror and inspect data sets (saved as documented directories)."""
+    """Make, prepare, mirror and inspect data sets (saved as documented directories).
+
+    The layout of a saved data set is described in docs/data-layout.md.
+
+    \b
+    Examples:
+      recompare data synth my-planted --groups 6 --cross-group-rate 0.05
+      recompare data prepare ml-100k/ ml100k
+      recompare data mirror ml100k ml100k-x2 --copies 2 --cross-rate 0.01
+      recompare data info ml100k
+    """
 
 
 def _check_output(out: str, overwrite: bool) -> None:
@@ -101,6 +111,11 @@ def _report(dataset, out: str | None, as_json: bool, title: str) -> None:
               show_default=True, help="Zipf exponent of item popularity inside a group.")
 @click.option("--tastes", "n_tastes", type=click.IntRange(min=1), default=8, show_default=True,
               help="Latent taste clusters inside each group.")
+@click.option("--taste-concentration", type=click.FloatRange(min=0, min_open=True),
+              default=0.1, show_default=True,
+              help="Dirichlet concentration of user tastes (small: one or two tastes each).")
+@click.option("--background-share", type=click.FloatRange(0, 1), default=0.1,
+              show_default=True, help="Share of draws that ignore taste (popularity only).")
 @click.option("--feature-noise", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="Share of users whose group_hint feature is wrong.")
 @split_options
@@ -109,7 +124,8 @@ def _report(dataset, out: str | None, as_json: bool, title: str) -> None:
 @overwrite_option
 @json_option
 def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_user: float,
-          cross_group_rate: float, zipf_exponent: float, n_tastes: int, feature_noise: float,
+          cross_group_rate: float, zipf_exponent: float, n_tastes: int,
+          taste_concentration: float, background_share: float, feature_noise: float,
           split_kind: str, test_fraction: float, last_n: int | None, heldout_fraction: float,
           foldin_fraction: float, seed: int, overwrite: bool, as_json: bool) -> None:
     """Generate planted-group data (groups, Zipf popularity, latent tastes) into OUT.
@@ -133,7 +149,9 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
         dataset = planted(n_users=n_users, n_items=n_items, n_groups=n_groups,
                           interactions_per_user=interactions_per_user,
                           cross_group_rate=cross_group_rate, zipf_exponent=zipf_exponent,
-                          n_tastes=n_tastes, feature_noise=feature_noise, seed=seed)
+                          n_tastes=n_tastes, taste_concentration=taste_concentration,
+                          background_share=background_share, feature_noise=feature_noise,
+                          seed=seed)
         dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
                                foldin_fraction, seed)
         dataset.save(out, overwrite=overwrite)
@@ -164,6 +182,8 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
 @click.option("--group-col", default=None,
               help="Item group column of --items ('a|b' lists: first = group); MovieLens: "
                    "'genres' (primary genre, the default) or 'none'.")
+@click.option("--user-group-col", default=None,
+              help="User group column of --users (e.g. a user's language).")
 @click.option("--feature-cols", default=None,
               help="Comma-separated user feature columns of --users (default: all).")
 @click.option("--min-rating", type=float, default=None,
@@ -184,7 +204,8 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
 def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
                     item_col: str | None, value_col: str | None, time_col: str | None,
                     sep: str | None, header: bool | None, items_file: str | None,
-                    users_file: str | None, group_col: str | None, feature_cols: str | None,
+                    users_file: str | None, group_col: str | None, user_group_col: str | None,
+                    feature_cols: str | None,
                     min_rating: float | None, duplicates: str, min_user_interactions: int,
                     min_item_interactions: int, split_kind: str, test_fraction: float,
                     last_n: int | None, heldout_fraction: float, foldin_fraction: float,
@@ -214,7 +235,8 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
         dataset = prepare(
             source, format=fmt, user_col=user_col, item_col=item_col, value_col=value_col,
             time_col=time_col, sep=sep, header=header, items=items_file, users=users_file,
-            group_col=group_col, feature_cols=features, min_rating=min_rating,
+            group_col=group_col, user_group_col=user_group_col, feature_cols=features,
+            min_rating=min_rating,
             duplicates=duplicates, min_user_interactions=min_user_interactions,
             min_item_interactions=min_item_interactions, callback=_progress(console))
         dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
@@ -266,6 +288,38 @@ def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire
     dataset.save(out, overwrite=overwrite)
     stderr_console().log(f"wrote {out}")
     _report(dataset, out, as_json, f"mirrored data set {out}")
+
+
+@data_group.command("split")
+@click.argument("source", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=True, file_okay=False))
+@split_options
+@heldout_options
+@seed_option
+@overwrite_option
+@json_option
+def split_command(source: str, out: str, split_kind: str, test_fraction: float,
+                  last_n: int | None, heldout_fraction: float, foldin_fraction: float,
+                  seed: int, overwrite: bool, as_json: bool) -> None:
+    """Re-split a saved data set (its interactions) and save the result to OUT.
+
+    The ids, groups, features and interactions are kept; only the split
+    changes, so the fingerprint changes with it.  --split none removes it.
+
+    \b
+    Examples:
+      recompare data split ml100k ml100k-temporal --split temporal --last-n 5
+      recompare data split data/planted planted-s1 --seed 1
+    """
+    from ..data.dataset import Dataset
+
+    _check_output(out, overwrite)
+    dataset = Dataset.load(source).replace(split=None)
+    dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
+                           foldin_fraction, seed)
+    dataset.save(out, overwrite=overwrite)
+    stderr_console().log(f"wrote {out}")
+    _report(dataset, out, as_json, f"data set {out}")
 
 
 @data_group.command("info")

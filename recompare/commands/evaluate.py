@@ -101,8 +101,8 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
       recompare evaluate data/planted models/wals random --plots plots/ --report eval.md
     """
     from ..data.dataset import Dataset
-    from ..evaluate.protocols import check_folding, evaluate_models, resolve_protocols
     from ..evaluate.metrics import check_ks
+    from ..evaluate.protocols import check_folding, evaluate_models, resolve_protocols
 
     ks = parse_ks(k_text)
     report = Path(report_path) if report_path else None

@@ -182,8 +182,8 @@ def read_table(path: str | Path, sep: str | None = None, header: bool | None = N
     Parameters
     ----------
     id_columns : column names (or positions as strings, without a header)
-        Read as text (categorical, so large logs stay compact and ids such as
-        ``007`` keep their zeros); other columns get pandas' type inference.
+        Read as text (so ids such as ``007`` keep their zeros); other columns
+        get pandas' type inference.
     all_text : bool
         Read every column as text (side tables).
 
@@ -208,7 +208,7 @@ def read_table(path: str | Path, sep: str | None = None, header: bool | None = N
         raise RecompareError(f"{path} is empty")
     if sep is None:
         sep = _sniff_sep(lines, path)
-    elif sep == "\\t":
+    elif sep in ("\\t", "tab", "TAB"):
         sep = "\t"
     if header is None:
         header = _sniff_header(lines, sep, wanted)
@@ -224,7 +224,8 @@ def read_table(path: str | Path, sep: str | None = None, header: bool | None = N
         sep = "\t"
     dtype: Any = str if all_text else None
     if id_columns and not all_text:
-        dtype = {(c if header else int(c)): "category" for c in id_columns}
+        # text, not "category": pandas infers numeric categories, which turns 007 into 7
+        dtype = {(c if header else int(c)): str for c in id_columns}
     frame = None
     for attempt in (encoding, "latin-1"):
         try:
@@ -291,6 +292,9 @@ def _resolve_column(option: str | None, frame: pd.DataFrame, aliases: Sequence[s
 
 
 # ------------------------------------------------------------------ value checks
+_MISSING_TEXT = {"", "nan", "na", "n/a", "null", "none"}
+
+
 def _numeric(series: pd.Series, column: str, path: Path, first_line: int,
              what: str = "value") -> np.ndarray:
     """Float values of a column; one clear error for missing or non-numeric entries."""
@@ -305,7 +309,7 @@ def _numeric(series: pd.Series, column: str, path: Path, first_line: int,
         where = int(np.flatnonzero(bad)[0])
         raw = series.iloc[where]
         line = first_line + where
-        if pd.isna(raw) or str(raw).strip() == "":
+        if pd.isna(raw) or str(raw).strip().lower() in _MISSING_TEXT:
             raise RecompareError(f"{path.name}: column {column!r} has {int(bad.sum())} missing "
                                  f"or NaN {what}s (first on line {line})")
         raise RecompareError(f"{path.name}: non-numeric {what} {str(raw)!r} in column "

@@ -183,8 +183,12 @@ def _rank_within_rows(matrix: sp.csr_matrix, key: np.ndarray,
     n_rows = matrix.shape[0]
     degree = np.diff(matrix.indptr)
     row_of = np.repeat(np.arange(n_rows), degree)
-    sort_keys = (key, row_of) if tiebreak is None else (tiebreak, key, row_of)
-    order = np.lexsort(sort_keys)
+    if tiebreak is None and key.size and key.min() >= 0 and key.max() < 1:
+        # keys in [0, 1): one float sort of row + key / 2 is much faster than a lexsort
+        # (halved so that rounding can never carry an entry into the next row)
+        order = np.argsort(row_of + 0.5 * key, kind="stable")
+    else:
+        order = np.lexsort((key, row_of) if tiebreak is None else (tiebreak, key, row_of))
     rank = np.empty(matrix.nnz, dtype=np.int64)
     rank[order] = np.arange(matrix.nnz) - matrix.indptr[row_of[order]]
     return rank

@@ -178,7 +178,6 @@ def planted(
     theta = rng.dirichlet(np.full(n_tastes, float(taste_concentration)), size=n_users)
     theta_cum = np.cumsum(theta, axis=1)
     theta_cum[:, -1] = 1.0
-    theta_table = (theta_cum + np.arange(n_users)[:, None]).ravel()
     primary_taste = theta.argmax(axis=1)
 
     sigma = 0.6
@@ -199,7 +198,11 @@ def planted(
         if cross:
             group = (group + rng.integers(1, n_groups, size=len(users))) % n_groups
         r = rng.random(len(users))
-        taste = np.searchsorted(theta_table, users + r, side="right") - users * n_tastes
+        # inverse CDF row by row, in chunks (a gather and compare beats a binary search here)
+        taste = np.empty(len(users), dtype=np.int64)
+        for start in range(0, len(users), 1 << 20):
+            chunk = slice(start, start + (1 << 20))
+            taste[chunk] = (theta_cum[users[chunk]] <= r[chunk, None]).sum(axis=1)
         taste = np.clip(taste, 0, n_tastes - 1) % tastes_in_group[group]
         comp = np.where(rng.random(len(users)) < background_share,
                         n_groups * n_tastes + group, group * n_tastes + taste)
@@ -207,7 +210,8 @@ def planted(
 
     # Distinct items by successive sampling: draw with replacement, keep first occurrences,
     # draw again for users still short.  Popular items repeat often, hence the rounds.
-    keys = np.zeros(0, dtype=np.int64)
+    keys = np.zeros(0, dtype=np.int64)  # distinct (user, item) keys, in order of first draw
+    sorted_keys = keys  # the same keys, sorted, for membership tests
     have = np.zeros((2, n_users), dtype=np.int64)
     for round_ in range(16):
         deficit = need - have
@@ -222,13 +226,18 @@ def planted(
             n_draws = np.ceil(deficit[kind, short] * factor).astype(np.int64) + 1
             users = np.repeat(short, n_draws)
             fresh.append(users * n_items + draw(users, cross=bool(kind)))
-        keys = np.concatenate([keys, *fresh])
-        unique, first = np.unique(keys, return_index=True)
-        keys = unique[np.argsort(first, kind="stable")]  # distinct, in order of first draw
-        users, items = np.divmod(keys, n_items)
+        drawn = np.concatenate(fresh)
+        unique, first = np.unique(drawn, return_index=True)
+        if len(sorted_keys):
+            pos = np.minimum(np.searchsorted(sorted_keys, unique), len(sorted_keys) - 1)
+            novel = sorted_keys[pos] != unique
+            unique, first = unique[novel], first[novel]
+        added = drawn[np.sort(first)]  # new distinct keys in order of first draw
+        keys = np.concatenate([keys, added])
+        sorted_keys = np.sort(np.concatenate([sorted_keys, unique]), kind="stable")
+        users, items = np.divmod(added, n_items)
         kind_of = (item_group[items] != user_group[users]).astype(np.int64)
-        have = np.zeros((2, n_users), dtype=np.int64)
-        np.add.at(have, (kind_of, users), 1)
+        have += np.bincount(kind_of * n_users + users, minlength=2 * n_users).reshape(2, n_users)
         emit({"stage": "synth", "round": round_ + 1, "distinct": len(keys),
               "needed": int(need.sum())})
 
@@ -242,14 +251,17 @@ def planted(
     rank = np.empty(len(keys), dtype=np.int64)
     rank[order] = np.arange(len(keys)) - first_of_bucket
     keep = rank < need.ravel()[bucket]
-    users, items = users[keep], items[keep]
-
-    interactions = as_csr(sp.coo_matrix(
-        (np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items)))
-    stamp_values = _EPOCH + rng.integers(0, _YEAR, size=len(users))
-    timestamps = sp.csr_matrix(
-        (stamp_values.astype(np.int64), (users, items)), shape=(n_users, n_items))
-    timestamps.sort_indices()
+    kept = keys[keep]
+    stamp_values = _EPOCH + rng.integers(0, _YEAR, size=len(kept))
+    # sorted keys are CSR order already (user-major, item-minor): no COO conversion needed
+    order = np.argsort(kept)
+    users, items = np.divmod(kept[order], n_items)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    interactions = as_csr(sp.csr_matrix(
+        (np.ones(len(kept), dtype=np.float32), items, indptr), shape=(n_users, n_items)))
+    timestamps = sp.csr_matrix((stamp_values[order].astype(np.int64), interactions.indices,
+                                interactions.indptr), shape=(n_users, n_items))
 
     # --- user features: one strong group signal, two weak ones, one pure noise
     hint = user_group.copy()

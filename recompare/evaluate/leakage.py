@@ -24,7 +24,7 @@ recommendations.  Here, with ``g(q)`` a query's group and ``g(i)`` an item's gro
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp

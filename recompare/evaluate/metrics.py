@@ -20,7 +20,7 @@ than k items were allowed) is not a recommendation: never a hit, never covered.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp

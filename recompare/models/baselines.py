@@ -45,7 +45,7 @@ class _SavedArrays(Recommender):
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Recommender":
+    def load(cls, path: str | os.PathLike) -> Recommender:
         """Read a directory written by :meth:`save` (never unpickles)."""
         meta = read_model_json(path)
         if meta.get("kind") != cls.kind:
@@ -104,7 +104,7 @@ class Popularity(_SavedArrays):
     def __init__(self, by_group: bool = False) -> None:
         self.by_group = by_group
 
-    def fit(self, dataset, callback: Callback | None = None) -> "Popularity":
+    def fit(self, dataset, callback: Callback | None = None) -> Popularity:
         """Count item popularity on ``dataset.train``; returns ``self``."""
         train = dataset.train
         if train.nnz == 0:
@@ -193,7 +193,7 @@ class RandomEmbeddings(_SavedArrays):
         self.factors = factors
         self.random_state = random_state
 
-    def fit(self, dataset, callback: Callback | None = None) -> "RandomEmbeddings":
+    def fit(self, dataset, callback: Callback | None = None) -> RandomEmbeddings:
         """Draw the embeddings from ``random_state``; returns ``self``."""
         if not isinstance(self.factors, (int, np.integer)) or self.factors <= 0:
             raise RecompareError(f"factors must be a positive integer, got {self.factors!r}")

@@ -351,7 +351,7 @@ class SoftmaxDNN(Recommender):
             if self.patience and state["bad_epochs"] >= self.patience:
                 stopped_early = True
                 break
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loss = self._run_epoch(tower, optimizers, sampler, fit_matrix, active_users,
                                    user_cats, user_nums, epoch, timer, emit)
             val = None
@@ -364,8 +364,9 @@ class SoftmaxDNN(Recommender):
                 else:
                     state["bad_epochs"] += 1
             state["epoch"] = epoch
-            seconds = time.perf_counter() - t0
-            record = {"epoch": epoch, "loss": loss, "validation_recall": val, "seconds": seconds}
+            record = {"epoch": epoch, "loss": loss, "validation_recall": val,
+                      "seconds": time.perf_counter() - t0,
+                      "cpu_seconds": time.process_time() - c0}
             history.append(record)
             if checkpoint_dir is not None:
                 self._write_checkpoint(checkpoint_dir, dataset, tower, optimizers, state,
@@ -721,12 +722,19 @@ class _MatmulTimer:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
         self.flops = 0.0
+
+    def add(self, start: tuple[float, float], flops: float) -> None:
+        self.seconds += time.perf_counter() - start[0]
+        self.cpu_seconds += time.process_time() - start[1]
+        self.flops += flops
 
     def summary(self) -> dict | None:
         if not self.flops:
             return None
-        return {"seconds": self.seconds, "gflop": self.flops / 1e9,
+        return {"seconds": self.seconds, "cpu_seconds": self.cpu_seconds,
+                "gflop": self.flops / 1e9,
                 "gflops_per_second": self.flops / self.seconds / 1e9 if self.seconds else None}
 
 
@@ -737,24 +745,23 @@ class _TimedLogits(torch.autograd.Function):
     def forward(ctx, queries, items, timer):  # type: ignore[override]
         ctx.save_for_backward(queries, items)
         ctx.timer = timer
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.process_time())
         out = queries @ items.T
         if timer is not None:
-            timer.seconds += time.perf_counter() - start
-            timer.flops += 2.0 * queries.shape[0] * queries.shape[1] * items.shape[0]
+            timer.add(start, 2.0 * queries.shape[0] * queries.shape[1] * items.shape[0])
         return out
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         queries, items = ctx.saved_tensors
         timer = ctx.timer
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.process_time())
         grad_q = grad @ items if ctx.needs_input_grad[0] else None
         grad_v = grad.T @ queries if ctx.needs_input_grad[1] else None
         if timer is not None:
-            timer.seconds += time.perf_counter() - start
             n_products = int(grad_q is not None) + int(grad_v is not None)
-            timer.flops += 2.0 * n_products * queries.shape[0] * queries.shape[1] * items.shape[0]
+            timer.add(start, 2.0 * n_products * queries.shape[0] * queries.shape[1]
+                      * items.shape[0])
         return grad_q, grad_v, None
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ..evaluate.metrics import METRICS
 from .tables import fmt
@@ -80,11 +80,11 @@ def markdown_report(
         parts += ["", f"![accuracy at k]({link(plots['accuracy'])})"]
     if results.get("folding"):
         parts += ["", "## Folding", "",
-                  "leakage@k: share of top-k items outside the query's group; excess: minus "
+                  ("leakage@k: share of top-k items outside the query's group; excess: minus "
                   "the cross-group share of the held-out interactions (real cross-group "
                   "taste); spurious@k: cross-group items no user of the query's group ever "
                   "touched; folding_auc: chance that a cross-group item outscores an in-group "
-                  "item (0.5 = groups not separated)."]
+                  "item (0.5 = groups not separated).")]
         ks = results["ks"]
         for protocol in results["protocols"]:
             ok = {m: e["protocols"][protocol] for m, e in results["models"].items()

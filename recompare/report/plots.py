@@ -6,8 +6,9 @@ pyplot, no display, no global state), imported only when a plot is drawn.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
