@@ -79,3 +79,26 @@ def test_folding_auc_separated_and_folded():
     assert lk.folding_auc(queries, items, np.array([0, 1]), item_groups, exclude) == 0.0
     reversed_q = np.array([[0.0, 1.0], [1.0, 0.0]])
     assert lk.folding_auc(reversed_q, items, np.array([0, 1]), item_groups) == 1.0
+
+
+def test_folding_auc_equals_pairwise_count_with_ties():
+    rng = np.random.default_rng(4)
+    queries = rng.integers(-2, 3, size=(12, 3)).astype(float)
+    items = rng.integers(-2, 3, size=(30, 3)).astype(float)  # many tied scores
+    item_groups = rng.integers(-1, 3, size=30)
+    query_groups = rng.integers(-1, 3, size=12)
+    exclude = sp.random(12, 30, density=0.2, format="csr", random_state=4)
+    scores = queries @ items.T
+    dense = exclude.toarray() != 0
+    expected = []
+    for r in range(12):
+        if query_groups[r] < 0:
+            continue
+        ok = (item_groups >= 0) & ~dense[r]
+        inside = scores[r, ok & (item_groups == query_groups[r])]
+        cross = scores[r, ok & (item_groups != query_groups[r])]
+        if len(inside) and len(cross):
+            pairs = [(c > i) + 0.5 * (c == i) for c in cross for i in inside]
+            expected.append(np.mean(pairs))
+    got = lk.folding_auc(queries, items, query_groups, item_groups, exclude, chunk_size=5)
+    assert got == pytest.approx(np.mean(expected))

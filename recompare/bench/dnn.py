@@ -280,7 +280,9 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
     scale : {"tiny", "small", "full"}
         tiny: seconds (CI); full: the figures of issue 5 (10k -> 1M items).
     threads : int
-        torch threads for every part (0: torch's current setting, usually all cores).
+        torch threads for every part; 0: one thread at tiny scale (CI runners and this
+        project's machine are shared, and idle-waiting OpenMP threads on a busy machine
+        turn milliseconds into seconds), torch's current setting otherwise.
 
     Returns
     -------
@@ -299,7 +301,7 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
     sizes = SIZES[scale]
     load_before = os.getloadavg()[0]
     old_threads = torch.get_num_threads()
-    threads = threads or old_threads
+    threads = threads or (1 if scale == "tiny" else old_threads)
     torch.set_num_threads(threads)
     try:
         throughput = _throughput(sizes["throughput"], threads, seed, say)

@@ -123,6 +123,8 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
     if folding_report:
         check_folding(dataset)
     folding = folding_report or ((plots is not None or report is not None) and dataset.has_groups)
+    if (plots is not None or report is not None) and not folding:
+        console.log("no item groups in this data set: only accuracy plots (see --folding-report)")
 
     with console.status("[bold]evaluate[/]") as status:
         def callback(event: dict) -> None:

@@ -147,6 +147,13 @@ class Recommender:
         exclude = history if (exclude_seen and history is not None) else None
         return topk_dot(q, self.item_embeddings(), k, exclude=exclude)
 
+    def export_arrays(self) -> dict[str, np.ndarray]:
+        """Named arrays for ``recompare export``: query embeddings of the training
+        users, shape (n_users, dim), and item embeddings, shape (n_items, dim)."""
+        self._check_fitted()
+        return {"query_embeddings": self.query_embeddings(),
+                "item_embeddings": self.item_embeddings()}
+
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise NotImplementedError

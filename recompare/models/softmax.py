@@ -143,7 +143,7 @@ class SoftmaxDNN(Recommender):
         lr: float = 3e-3,
         optimizer: str = "adam",
         weight_decay: float = 0.0,
-        target_fraction: float = 0.2,
+        target_fraction: float = 0.5,
         history_dropout: float = 0.05,
         validation_fraction: float = 0.1,
         validate_on: str = "train",
