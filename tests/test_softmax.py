@@ -29,8 +29,8 @@ from recompare.models.softmax import (
     sampled_softmax_loss,
 )
 
-FAST = dict(epochs=6, patience=0, validation_fraction=0.0, threads=1, hidden=(32,), dim=16,
-            batch_size=64, lr=1e-2, num_negatives=64)
+FAST = {"epochs": 6, "patience": 0, "validation_fraction": 0.0, "threads": 1, "hidden": (32,),
+        "dim": 16, "batch_size": 64, "lr": 1e-2, "num_negatives": 64}
 
 
 @pytest.fixture(scope="module")
@@ -285,10 +285,10 @@ def test_sampled_training_touches_only_sampled_item_rows(data):
 def test_folding_positives_only_leaks_much_more(data):
     leak = {}
     for name, params in {
-        "none": dict(loss="sampled", negatives="none"),
-        "uniform": dict(loss="sampled", negatives="uniform"),
-        "full": dict(loss="full"),
-        "gravity": dict(loss="sampled", negatives="none", gravity=1.0),
+        "none": {"loss": "sampled", "negatives": "none"},
+        "uniform": {"loss": "sampled", "negatives": "uniform"},
+        "full": {"loss": "full"},
+        "gravity": {"loss": "sampled", "negatives": "none", "gravity": 1.0},
     }.items():
         model = SoftmaxDNN(**{**FAST, "epochs": 10}, **params).fit(data)
         result = evaluate(model, data, "weak", ks=(10,), folding=True, score_folding=False)
@@ -328,13 +328,13 @@ def test_cold_and_strong_protocols(data):
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("params,message", [
-    (dict(features="history,foo"), "unknown feature"),
-    (dict(dim=0), "dim must be"),
-    (dict(batch_size=0), "batch_size must be"),
-    (dict(loss="sampled", num_negatives=10_000), "larger than the catalogue"),
-    (dict(hidden=(0,)), "hidden sizes"),
-    (dict(loss="softmax"), "loss must be"),
-    (dict(dropout=1.0), "dropout"),
+    ({"features": "history,foo"}, "unknown feature"),
+    ({"dim": 0}, "dim must be"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"loss": "sampled", "num_negatives": 10_000}, "larger than the catalogue"),
+    ({"hidden": (0,)}, "hidden sizes"),
+    ({"loss": "softmax"}, "loss must be"),
+    ({"dropout": 1.0}, "dropout"),
 ])
 def test_bad_parameters_give_clear_errors(data, params, message):
     with pytest.raises(RecompareError, match=message):
@@ -381,3 +381,31 @@ def test_cli_bad_input_is_one_clear_line(data, tmp_path, args, message):
     lines = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(lines) == 1 and message in lines[0], result.output
     assert "Traceback" not in result.output and not (tmp_path / "m").exists()
+
+
+def test_weighted_pooling_is_a_value_weighted_mean():
+    schema = sm._FeatureSchema.build(None, uses_history=True)
+    cats, nums = schema.encode(None, n_rows=4)
+    rows = np.array([0, 0, 0, 1, 1, 3])
+    items = np.array([1, 5, 7, 2, 5, 9])
+    values = np.array([1.0, 3.0, 4.0, 2.0, 2.0, 5.0], dtype=np.float32)
+    matrix = sp.csr_matrix((values, (rows, items)), shape=(4, 12))
+    batch = sm._Batch.build(np.arange(4), matrix, None, cats, nums)
+    towers = {}
+    for pooling in ("weighted", "mean"):
+        tower = sm._Tower(12, 3, (), "relu", 0.0, schema, False, False, 1.0,
+                          sparse_out=False, pooling=pooling)
+        tower.reset_parameters(torch.Generator().manual_seed(0))
+        towers[pooling] = tower
+    bag_in = towers["weighted"].item_in.detach()
+    layer = towers["weighted"].layers[0]
+    expected_bags = torch.stack([
+        (bag_in[[1, 5, 7]] * torch.tensor([[1.0], [3.0], [4.0]])).sum(0) / 8,
+        bag_in[[2, 5]].mean(0), torch.zeros(3), bag_in[9]])
+    with torch.no_grad():
+        got = towers["weighted"].query(batch, None)
+        assert torch.allclose(got, layer(expected_bags), atol=1e-6)
+        # equal values within a bag (rows 1 and 3): weighted == plain mean
+        mean = towers["mean"].query(batch, None)
+    assert torch.allclose(got[[1, 2, 3]], mean[[1, 2, 3]], atol=1e-6)
+    assert not torch.allclose(got[0], mean[0])

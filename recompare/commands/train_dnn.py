@@ -22,7 +22,7 @@ from ..errors import RecompareError
 
 def _tower_options(func):
     """``--dim``, ``--hidden``, ``--activation``."""
-    func = click.option("--activation", type=click.Choice(("tanh", "relu")), default="tanh",
+    func = click.option("--activation", type=click.Choice(("relu", "tanh")), default="relu",
                         show_default=True, help="Activation of the hidden layers.")(func)
     func = click.option("--hidden", default="256", show_default=True,
                         help="Hidden layer sizes of the query tower, comma separated "
@@ -68,7 +68,8 @@ def _loss_options(func):
 def _training_options(func):
     """``--epochs``, ``--batch-size``, ``--lr``, ``--optimizer``."""
     func = click.option("--optimizer", type=click.Choice(("adam", "adagrad")), default="adam",
-                        show_default=True)(func)
+                        show_default=True,
+                        help="Adam (SparseAdam for sparse embedding rows) or Adagrad.")(func)
     func = click.option("--lr", type=float, default=3e-3, show_default=True,
                         help="Learning rate.")(func)
     func = click.option("--batch-size", type=int, default=128, show_default=True,

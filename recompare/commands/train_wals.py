@@ -19,7 +19,7 @@ def _model_options(func):
     """``--factors``, ``--unobserved-weight``, ``--iterations``."""
     func = click.option("--iterations", type=int, default=15, show_default=True,
                         help="Alternating sweeps (users, then items).")(func)
-    func = click.option("--unobserved-weight", "unobserved_weight", type=float, default=0.05,
+    func = click.option("--unobserved-weight", "unobserved_weight", type=float, default=0.1,
                         show_default=True,
                         help="w0: weight of every unobserved pair (observed pairs weigh about "
                              "1). 0 fits observed pairs only and folds; higher values reduce "
@@ -35,7 +35,7 @@ def _regularization_options(func):
                         default="frequency", show_default=True,
                         help="none: lambda for every row; frequency: lambda (n_u + w0 n)^nu "
                              "(Rendle et al.), scaled by each row's entries.")(func)
-    func = click.option("--regularization", type=float, default=0.005, show_default=True,
+    func = click.option("--regularization", type=float, default=0.01, show_default=True,
                         help="lambda, the L2 penalty on the factors.")(func)
     return func
 

@@ -129,8 +129,8 @@ class WALS(Recommender):
     def __init__(
         self,
         factors: int = 64,
-        unobserved_weight: float = 0.05,
-        regularization: float = 0.005,
+        unobserved_weight: float = 0.1,
+        regularization: float = 0.01,
         reg_scaling: str = "frequency",
         reg_exponent: float = 1.0,
         weighting: str = "constant",
@@ -147,7 +147,7 @@ class WALS(Recommender):
         dtype: str = "float32",
         patience: int | None = None,
         validation_k: int = 20,
-        block_nnz: int = 1 << 18,
+        block_nnz: int = 1 << 17,
     ) -> None:
         self.factors = factors
         self.unobserved_weight = unobserved_weight
@@ -235,13 +235,12 @@ class WALS(Recommender):
 
     def _observed_weights(self, matrix: sp.csr_matrix) -> np.ndarray | float:
         """``w_ui`` in the matrix's storage order, or a scalar when constant."""
-        values = matrix.data.astype(np.float64)
         if self.weighting == "constant":
             w: np.ndarray | float = 1.0
         elif self.weighting == "linear":
-            w = 1.0 + self.alpha * values
+            w = 1.0 + self.alpha * matrix.data.astype(np.float64)
         else:
-            w = 1.0 + self.alpha * np.log1p(values / self.epsilon)
+            w = 1.0 + self.alpha * np.log1p(matrix.data.astype(np.float64) / self.epsilon)
         if self.item_weight_ is not None:
             w = w * self.item_weight_[matrix.indices]
         if isinstance(w, np.ndarray) and (~np.isfinite(w) | (w < 0)).any():
@@ -657,7 +656,8 @@ class _Problem:
         item_reg = model._row_regularization(item_counts, n_users)[self.item_order]
         self.item_reg = torch.from_numpy(item_reg.astype(self.np_dtype))
         self.blocks = _make_blocks(self.train, int(model.block_nnz), self.values)
-        # consecutive blocks of about equal entries, one group per thread
+        # consecutive blocks of about equal entries, one group (and one
+        # accumulator of the item side's products) per thread
         n_groups = max(1, threads)
         ends = np.cumsum([b.hi - b.lo for b in self.blocks])
         owner = np.minimum(n_groups - 1, (ends - 1) * n_groups // max(1, int(ends[-1])))
@@ -725,10 +725,13 @@ class _Problem:
             if not self._s_ready:
                 self.refresh()
             self._cg_users()
+            _release_free_memory()
             self._cg_items()
         else:
             self._exact_users()
+            _release_free_memory()
             self._exact_items()
+        _release_free_memory()
         self.refresh()
 
     def refresh(self) -> None:
@@ -777,45 +780,57 @@ class _Problem:
 
     def _cg_users(self) -> None:
         """CG for all users, one block of rows per task (rows are independent)."""
+        import torch
+
         Y = self.Y
-        w0_gram = (Y.T @ Y) * self.w0
         steps = int(self.model.cg_steps)
+        # the dense part of A p is p @ dense + lambda_u p; a constant lambda folds in
+        constant_lam = self.model.reg_scaling == "none"
+        dense = (Y.T @ Y) * self.w0
+        if constant_lam:
+            dense += float(self.model.regularization) * torch.eye(self.k, dtype=self.dtype)
+        scalar_c = isinstance(self.cprime, float)
 
         def work(j: int) -> None:
-            import torch
-
             block = self.blocks[j]
             X = self.X[block.start:block.stop]
             lam = self.user_reg[block.start:block.stop, None]
-            c, wt, s = self._slice(self.cprime, block), self._slice(self.wt, block), self._slice(self.s, block)
-            if isinstance(wt, float) and isinstance(c, float):
+            c, wt = self._slice(self.cprime, block), self._slice(self.wt, block)
+            s = self._slice(self.s, block)
+            if isinstance(wt, float) and scalar_c:
                 vals = s * (-c) + wt
             else:
                 vals = torch.addcmul(torch.as_tensor(wt, dtype=s.dtype), c, s, value=-1)
-            r = block.with_values(vals) @ Y
-            r.addmm_(X, w0_gram, alpha=-1).addcmul_(lam, X, value=-1)
+            r = (block.with_values(vals) @ Y).addmm_(X, dense, alpha=-1)
+            if not constant_lam:
+                r.addcmul_(lam, X, value=-1)
             p = r.clone()
             rs = _rowdot(r, r)
             for _ in range(steps):
                 q = self._sddmm(block, p, Y)
-                if isinstance(c, float):
-                    ap = (block.with_values(q) @ Y).mul_(c)
+                # A p = c' S(q) Y + p @ dense (+ lambda_u p); one in-place pass
+                # scales the sparse product by a constant c' and adds the dense part
+                if scalar_c:
+                    ap = (block.with_values(q) @ Y).addmm_(p, dense, beta=c)
                 else:
-                    ap = block.with_values(q * c) @ Y
-                ap.addmm_(p, w0_gram).addcmul_(lam, p)
+                    ap = (block.with_values(q * c) @ Y).addmm_(p, dense)
+                if not constant_lam:
+                    ap.addcmul_(lam, p)
                 step = _safe_div(rs, _rowdot(p, ap))
                 X.addcmul_(step[:, None], p)
                 # keep s = x_u . y_i exact: x_u moved by step_u p_u
                 s.addcmul_(torch.repeat_interleave(step, block.counts), q)
                 r.addcmul_(step[:, None], ap, value=-1)
                 rs_new = _rowdot(r, r)
-                p.mul_(_safe_div(rs_new, rs)[:, None]).add_(r)
+                torch.addcmul(r, p, _safe_div(rs_new, rs)[:, None], out=p)
                 rs = rs_new
 
         self._map(work, range(len(self.blocks)))
 
     def _cg_items(self) -> None:
         """CG for all items at once, on the user-major matrix (transposed products)."""
+        import torch
+
         X, Y = self.X, self.Y
         grams = self._map(lambda b: X[b.start:b.stop].T @ X[b.start:b.stop], self.blocks)
         w0_gram = sum(grams) * self.w0
@@ -823,11 +838,10 @@ class _Problem:
 
         def first(j: int):
             block = self.blocks[j]
-            c, wt, s = self._slice(self.cprime, block), self._slice(self.wt, block), self._slice(self.s, block)
+            c, wt = self._slice(self.cprime, block), self._slice(self.wt, block)
+            s = self._slice(self.s, block)
             if isinstance(wt, float) and isinstance(c, float):
                 return s * (-c) + wt
-            import torch
-
             return torch.addcmul(torch.as_tensor(wt, dtype=s.dtype), c, s, value=-1)
 
         r = self._reduce_cols(first)
@@ -842,14 +856,12 @@ class _Problem:
                 return q if scalar_c else q.mul_(self._slice(self.cprime, block))
 
             ap = self._reduce_cols(values)
-            if scalar_c:
-                ap.mul_(self.cprime)
-            ap.addmm_(p, w0_gram).addcmul_(lam, p)
+            ap.addmm_(p, w0_gram, beta=self.cprime if scalar_c else 1.0).addcmul_(lam, p)
             step = _safe_div(rs, _rowdot(p, ap))
             Y.addcmul_(step[:, None], p)
             r.addcmul_(step[:, None], ap, value=-1)
             rs_new = _rowdot(r, r)
-            p = p.mul_(_safe_div(rs_new, rs)[:, None]).add_(r)
+            torch.addcmul(r, p, _safe_div(rs_new, rs)[:, None], out=p)
             rs = rs_new
 
     def _reduce_cols(self, values_of):
@@ -905,7 +917,9 @@ class _Problem:
 
 def _rowdot(a, b):
     """Per-row dot products, shape (n_rows,)."""
-    return (a * b).sum(1)
+    import torch
+
+    return torch.linalg.vecdot(a, b, dim=1)
 
 
 def _safe_div(num, den):
@@ -973,7 +987,14 @@ def _exact_rows(matrix: sp.csr_matrix, fixed, gram, w, t, w0: float, lam: np.nda
         rhs_a = rhs[active]
         chol, info = torch.linalg.cholesky_ex(a)
         x = torch.cholesky_solve(rhs_a[:, :, None], chol)[:, :, 0]
-        bad = (info != 0) | ~torch.isfinite(x).all(1)
+        # a factorisation can "succeed" on a singular matrix through round-off:
+        # a pivot ratio below sqrt(k eps) means a condition number beyond 1/(k eps)
+        pivots = torch.diagonal(chol, dim1=1, dim2=2).abs()
+        ill = pivots.min(1).values <= pivots.max(1).values * math.sqrt(k * torch.finfo(dtype).eps)
+        # without regularization the system may be singular (fewer entries than
+        # factors): those rows always take the minimum-norm solution
+        unregularized = lam_blk <= 0
+        bad = (info != 0) | ill | ~torch.isfinite(x).all(1) | unregularized
         if bad.any():
             # singular or round-off indefinite systems (w0 = 0, lambda = 0, few
             # entries): the minimum-norm least-squares solution
@@ -1091,6 +1112,17 @@ def _threading(model: WALS) -> Iterator[tuple[ThreadPoolExecutor | None, int]]:
             pool.shutdown()
             _malloc_arenas(8 * (os.cpu_count() or 1))  # glibc's default limit
         torch.set_num_threads(previous)
+
+
+def _release_free_memory() -> None:
+    """Best-effort ``malloc_trim(0)``: hand the temporaries freed by the last half
+    sweep back to the system, so that fragmentation does not add up (glibc only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _malloc_arenas(limit: int) -> None:
