@@ -638,6 +638,15 @@ class SoftmaxDNN(Recommender):
         self._check_fitted()
         return self.item_embeddings_
 
+    def serving_nbytes(self) -> int:
+        """Bytes needed to serve any query: the static item embeddings plus every
+        parameter of the query tower (its input embeddings included), since the
+        query embedding is computed at request time.  The cached embeddings of
+        training users are an optional extra, not counted."""
+        self._check_fitted()
+        params = sum(t.numel() * t.element_size() for t in self.tower_.state_dict().values())
+        return int(self.item_embeddings_.nbytes + params)
+
     def embed_new_users(
         self, history: sp.csr_matrix | None, features: pd.DataFrame | None = None
     ) -> np.ndarray:
