@@ -65,9 +65,12 @@ def stderr_console():
 
 
 def stdout_console():
+    """Results console; piped output gets 120 columns so tables are not cut."""
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    return Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def echo_json(payload: Any) -> None:
