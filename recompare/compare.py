@@ -11,8 +11,9 @@ Python API::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +25,8 @@ Callback = Callable[[dict], None]
 
 #: relative differences below this are reported as "on par"
 PAR = 0.05
+#: peak-memory increases below this are not resolved well enough to fit a slope
+MEMORY_RESOLUTION = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ def default_variants(quick: bool = False, seed: int = 0) -> list[Variant]:
         Variant("DNN gravity", "softmax", {**sampled, "negatives": "none", "gravity": 1.0},
                 "fold"),
         Variant("popularity", "popularity", {}, "baseline"),
+        Variant("popularity by group", "popularity", {"by_group": True}, "baseline"),
         Variant("random", "random", {"random_state": seed}, "baseline"),
     ]
 
@@ -111,8 +115,13 @@ def run_comparison(
         if quick:
             params.update(_quick_params(variant))
         cls = model_class(variant.kind)
-        if "threads" in cls().get_params():
+        defaults = cls().get_params()
+        if "threads" in defaults:
             params.setdefault("threads", threads)
+        if params.get("loss") == "sampled":
+            # a small catalogue cannot supply the default number of negatives
+            wanted = params.get("num_negatives", defaults.get("num_negatives", 256))
+            params["num_negatives"] = max(1, min(wanted, dataset.n_items // 2))
         model = cls(**params)
         emit({"stage": "train", "model": variant.name, "index": number, "total": len(variants),
               "message": f"training {variant.name} ({number}/{len(variants)})"})
@@ -195,7 +204,7 @@ def serving_cost(model, dataset, n_queries: int = 200, seed: int = 0, k: int = 1
             times.append(time.perf_counter() - start)
         arr = np.asarray(times) * 1e3
         return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
-                "queries": int(len(arr))}
+                "queries": len(arr)}
 
     out: dict[str, Any] = {
         "known": latencies(lambda u: model.recommend(np.array([u]), k, seen=train)),
@@ -213,7 +222,7 @@ def serving_cost(model, dataset, n_queries: int = 200, seed: int = 0, k: int = 1
     start = time.perf_counter()
     model.recommend(batch, k, seen=train)
     seconds = time.perf_counter() - start
-    out["batch"] = {"queries": int(len(batch)), "seconds": seconds,
+    out["batch"] = {"queries": len(batch), "seconds": seconds,
                     "queries_per_second": float(len(batch) / seconds) if seconds else None}
     out["memory_bytes"] = int(model.serving_nbytes())
     return out
@@ -259,8 +268,10 @@ def training_scaling(dataset, variants, quick: bool, seed: int, threads: int,
                            "peak_extra_bytes": cost["peak_extra_bytes"]})
         nnz = np.log([p["nnz"] for p in points])
         slope_time = float(np.polyfit(nnz, np.log([p["seconds_per_step"] for p in points]), 1)[0])
-        mem = [max(1, p["peak_extra_bytes"]) for p in points]
-        slope_mem = float(np.polyfit(nnz, np.log(mem), 1)[0])
+        mem = [p["peak_extra_bytes"] for p in points]
+        # below ~16 MiB the allocator's reuse of freed memory swamps the signal
+        slope_mem = (float(np.polyfit(nnz, np.log(mem), 1)[0])
+                     if min(mem) >= MEMORY_RESOLUTION else None)
         out["families"][variant.role] = {"model": variant.name, "step": steps_param[:-1],
                                          "points": points, "time_slope": slope_time,
                                          "memory_slope": slope_mem}
@@ -288,10 +299,12 @@ def _better(label_a: str, a: float | None, label_b: str, b: float | None,
         return f"{missing}: not measurable on this data set"
     if abs(a - b) <= PAR * max(abs(a), abs(b)):
         return f"on par ({what} within {PAR:.0%})"
-    winner, loser, wv, lv = (label_a, label_b, a, b) if ((a > b) == higher_is_better) else (
-        label_b, label_a, b, a)
-    ratio = abs(_relative(wv, lv))
-    return f"{winner} better: {what} {_fmt(wv)} vs {_fmt(lv)} ({ratio:+.0%})".replace("+", "")
+    winner, wv, lv = (label_a, a, b) if ((a > b) == higher_is_better) else (label_b, b, a)
+    if higher_is_better:
+        gap = f"+{_relative(wv, lv):.0%}" if lv > 0 else "from zero"
+    else:
+        gap = f"{lv / wv:.1f}x lower" if wv > 0 else "lower"
+    return f"{winner} better: {what} {_fmt(wv)} vs {_fmt(lv)} ({gap})"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -318,7 +331,8 @@ def comparison_table(results: dict) -> list[dict]:
     models = results["models"]
     wals = next(n for n, m in models.items() if m["role"] == "wals")
     dnn = next(n for n, m in models.items() if m["role"] == "dnn")
-    pop = next((n for n, m in models.items() if m["kind"] == "popularity"), None)
+    pop = next((n for n, m in models.items()
+                if m["kind"] == "popularity" and not m["params"].get("by_group")), None)
     rows = []
 
     # accuracy

@@ -6,7 +6,7 @@ import os
 import platform
 import resource
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def peak_rss_bytes() -> int:
@@ -86,7 +86,7 @@ def machine_info() -> dict:
     try:
         info["commit"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-            cwd=os.path.dirname(__file__), timeout=5,
+            cwd=os.path.dirname(__file__), timeout=5, check=False,
         ).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         info["commit"] = None

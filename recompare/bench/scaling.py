@@ -11,7 +11,8 @@ peak extra memory per point, and the fitted log-log slopes (1 = linear).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,11 +90,14 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
                 rows.append(row)
             x = [r[sweep] for r in rows]
             time_slope = _slope(x, [r["seconds_per_step"] for r in rows])
-            mem_slope = _slope(x, [max(1, r["peak_extra_bytes"]) for r in rows])
+            mem = [r["peak_extra_bytes"] for r in rows]
+            # below ~16 MiB the allocator's reuse of freed memory swamps the signal
+            mem_slope = _slope(x, mem) if min(mem) >= 16 * 2**20 else None
             out["sweeps"][sweep][family] = {"points": rows, "time_slope": time_slope,
                                             "memory_slope": mem_slope}
             figures[f"{family} time slope vs {sweep}"] = round(time_slope, 3)
-            figures[f"{family} memory slope vs {sweep}"] = round(mem_slope, 3)
+            figures[f"{family} memory slope vs {sweep}"] = (
+                round(mem_slope, 3) if mem_slope is not None else "n/a (below 16 MiB)")
     out["figures"] = figures
     if plot_dir is not None:
         out["plot"] = plot_scaling(out, plot_dir)

@@ -20,9 +20,10 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -253,7 +254,7 @@ class Dataset:
         self.__dict__["_fingerprint"] = value
         return value
 
-    def replace(self, **changes: Any) -> "Dataset":
+    def replace(self, **changes: Any) -> Dataset:
         """A copy with some fields replaced (the dataset itself stays frozen)."""
         return dataclasses.replace(self, **changes)
 
@@ -293,7 +294,7 @@ class Dataset:
                 "test": int(s.test.nnz) if s.test is not None else 0,
                 "foldin": int(s.foldin.nnz) if s.foldin is not None else 0,
                 "heldout": int(s.heldout.nnz) if s.heldout is not None else 0,
-                "heldout_users": int(len(s.heldout_users)),
+                "heldout_users": len(s.heldout_users),
                 "protocols": list(self.protocols),
                 **{k: v for k, v in s.options.items() if k != "kind"},
             }
@@ -355,7 +356,7 @@ class Dataset:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Dataset":
+    def load(cls, path: str | os.PathLike) -> Dataset:
         """Read a directory written by :meth:`save` (never unpickles)."""
         root = Path(path)
         meta_path = root / "meta.json"

@@ -47,4 +47,4 @@ def load_model(path: str | os.PathLike, dataset=None) -> Recommender:
     return model
 
 
-__all__ = ["Recommender", "load_model", "model_class", "KINDS", "BASELINES"]
+__all__ = ["BASELINES", "KINDS", "Recommender", "load_model", "model_class"]

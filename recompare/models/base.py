@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,7 @@ class Recommender:
         return f"{type(self).__name__}({args})"
 
     # -------------------------------------------------------------- fitting
-    def fit(self, dataset, callback: Callback | None = None) -> "Recommender":
+    def fit(self, dataset, callback: Callback | None = None) -> Recommender:
         raise NotImplementedError
 
     def _check_fitted(self) -> None:
@@ -159,7 +160,7 @@ class Recommender:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Recommender":
+    def load(cls, path: str | os.PathLike) -> Recommender:
         raise NotImplementedError
 
     def _model_json(self, **extra: Any) -> dict:

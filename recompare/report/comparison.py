@@ -97,8 +97,8 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
             lines.append("| " + " | ".join(_f(row.get(c), 1 if c == "train_s" else 3)
                                            for c in columns) + " |")
     lines += ["", "## Training and serving cost", "",
-              "| model | train s | peak extra MiB | p50 ms (known) | p99 ms (known) | "
-              "p50 ms (computed) | batch queries/s | serving MiB |",
+              ("| model | train s | peak extra MiB | p50 ms (known) | p99 ms (known) | "
+               "p50 ms (computed) | batch queries/s | serving MiB |"),
               "|---|---|---|---|---|---|---|---|"]
     for name, info in results["models"].items():
         t = info["training"]
@@ -114,15 +114,17 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
     scaling = results.get("scaling", {}).get("families", {})
     if scaling:
         lines += ["", "## Training scalability on this data set", "",
-                  "Each family's default model trained on nested random subsamples "
-                  "of the training interactions.", "",
+                  ("Each family's default model trained on nested random subsamples "
+                   "of the training interactions."), "",
                   "| family | nnz | seconds per step | peak extra MiB |", "|---|---|---|---|"]
-        for role, entry in scaling.items():
+        for entry in scaling.values():
             for p in entry["points"]:
                 lines.append(f"| {entry['model']} | {p['nnz']:,} | {p['seconds_per_step']:.3f}"
                              f" | {p['peak_extra_bytes'] / 2**20:.1f} |")
+            mem = entry["memory_slope"]
             lines.append(f"| {entry['model']} | log-log slope | {entry['time_slope']:.2f} | "
-                         f"{entry['memory_slope']:.2f} |")
+                         + (f"{mem:.2f} |" if mem is not None else
+                            "n/a (increase below 16 MiB) |"))
     if plots:
         lines += ["", "## Pictures", ""]
         for caption, path in plots.items():

@@ -129,7 +129,7 @@ def leakage_plot(results: dict):
     """Figure: leakage@k against k per model (one panel per protocol), with the
     held-out cross-group share as a dashed line."""
     protocols = [p for p in results["protocols"] if _ok(results, p)]
-    fig = _figure(4.5 * max(1, len(protocols)), 3.6)
+    fig = _figure(4.5 * max(1, len(protocols)) + 2.5, 3.6)
     axes = fig.subplots(1, max(1, len(protocols)), squeeze=False).ravel()
     colours = _palette(len(results["models"]))
     ks = results["ks"]
@@ -150,32 +150,46 @@ def leakage_plot(results: dict):
         ax.set_ylabel("leakage@k")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xticks(ks)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
     fig.suptitle("Cross-group leakage of the top-k lists", fontsize=11)
     return fig
 
 
 def recall_vs_leakage_plot(results: dict):
-    """Figure: recall_norm@k against leakage@k, every model and protocol (one k)."""
+    """Figure: recall_norm@k against leakage@k, every model (colour) and protocol
+    (marker), one k; legends outside the axes so any number of models stays legible."""
+    from matplotlib.lines import Line2D
+
     k = _plot_k(results)
-    fig = _figure(5.5, 4.2)
+    fig = _figure(7.5, 4.4)
     ax = fig.subplots()
     colours = _palette(len(results["models"]))
     markers = {"weak": "o", "strong": "^", "cold": "s"}
+    model_handles = []
     for colour, (name, entry) in zip(colours, results["models"].items()):
+        shown = False
         for protocol, res in entry["protocols"].items():
             if res.get("status") != "ok":
                 continue
             x = res["folding"][f"leakage@{k}"]
             y = res["metrics"][f"recall_norm@{k}"]
             ax.scatter([x], [y], color=colour, marker=markers.get(protocol, "o"), s=50,
-                       label=f"{name} ({protocol})", edgecolors="black", linewidths=0.4)
-            if protocol == results["protocols"][0]:
-                ax.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+                       edgecolors="black", linewidths=0.4)
+            shown = True
+        if shown:
+            model_handles.append(Line2D([], [], color=colour, marker="o", linestyle="",
+                                        markeredgecolor="black", markeredgewidth=0.4,
+                                        label=name))
+    protocol_handles = [Line2D([], [], color="grey", marker=m, linestyle="", label=p)
+                        for p, m in markers.items() if p in results["protocols"]]
     ax.set_xlabel(f"leakage@{k} (lower is better)")
     ax.set_ylabel(f"recall_norm@{k} (higher is better)")
     ax.set_xlim(-0.02, 1.02)
-    ax.legend(fontsize=7, loc="best")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    fig.legend(handles=model_handles + protocol_handles, loc="outside right upper",
+               fontsize=7, frameon=False)
     ax.set_title("Accuracy against folding", fontsize=11)
     return fig
 
@@ -183,7 +197,7 @@ def recall_vs_leakage_plot(results: dict):
 def accuracy_plot(results: dict):
     """Figure: recall_norm@k and ndcg@k per model (one panel per protocol)."""
     protocols = results["protocols"]
-    fig = _figure(4.5 * len(protocols), 3.6)
+    fig = _figure(4.5 * len(protocols) + 3.0, 3.6)
     axes = fig.subplots(1, len(protocols), squeeze=False).ravel()
     colours = _palette(len(results["models"]))
     ks = results["ks"]
@@ -199,7 +213,8 @@ def accuracy_plot(results: dict):
         ax.set_title(protocol, fontsize=10)
         ax.set_xlabel("k")
         ax.set_xticks(ks)
-    axes[0].legend(fontsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=6, frameon=False)
     fig.suptitle("Accuracy at k", fontsize=11)
     return fig
 
