@@ -135,4 +135,4 @@ def test_report_files(tmp_path, small, results, monkeypatch):
     text = (out / "report.md").read_text()
     assert "| **Folding** |" in text and "folding_map.png" in text
     saved = json.loads((out / "results.json").read_text())
-    assert [r["question"] for r in saved["table"]][0] == "Accuracy"
+    assert saved["table"][0]["question"] == "Accuracy"

@@ -5,8 +5,6 @@ recommendations, determinism under a seed, fit returns self and starts over.
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
@@ -22,20 +20,8 @@ FAST = {
 }
 
 
-def _importable(kind: str) -> bool:
-    module = KINDS[kind].split(":")[0]
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return False  # family not written yet
-        raise
-    return True
-
-
-KIND_PARAMS = [pytest.param(kind, id=kind) if _importable(kind) else
-               pytest.param(kind, id=kind, marks=pytest.mark.skip(f"{kind} not built yet"))
-               for kind in KINDS]
+# every registered family must import: a broken one fails here, it is never skipped
+KIND_PARAMS = [pytest.param(kind, id=kind) for kind in KINDS]
 
 
 def _make(kind: str, seed: int = 0, **extra):

@@ -196,7 +196,6 @@ def test_k_core_is_iterated(tmp_path):
 
 
 def test_parquet_log(tmp_path):
-    pytest.importorskip("pyarrow")
     frame = pd.DataFrame({"uid": [1, 2, 2], "iid": ["a", "b", "a"], "rating": [1.0, 2.0, 3.0]})
     frame.to_parquet(tmp_path / "log.parquet")
     assert detect_format(tmp_path / "log.parquet") == "parquet"

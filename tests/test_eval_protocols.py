@@ -132,8 +132,6 @@ def test_bundled_planted_data_random_folds_far_more_than_popularity_by_group():
     from recompare.data.dataset import Dataset
 
     root = Path(__file__).resolve().parents[1] / "data" / "planted"
-    if not (root / "meta.json").is_file():
-        pytest.skip("bundled data set not present")
     data = Dataset.load(root)
     models = {"random": RandomEmbeddings().fit(data),
               "popularity-by-group": Popularity(by_group=True).fit(data)}

@@ -20,7 +20,8 @@ _MODULES = {
               show_default=True,
               help="tiny: seconds, exercises every script (CI); full: the figures in the issues.")
 @click.option("--output", "output", type=click.Path(file_okay=False), default=None,
-              help="Directory for bench.json and bench.md (replaced atomically).")
+              help="Directory for bench.json, bench.md and plots (replaced atomically) "
+                   "[default: bench-results/SCALE].")
 @json_option
 def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
     """Run the scripted benchmarks and report figures as ratios to their peers.
@@ -41,6 +42,7 @@ def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
     from ..report.bench import bench_table, write_bench_outputs
 
     console = stderr_console()
+    output = output or f"bench-results/{scale}"
     names = SUITES if suite == "all" else (suite,)
     results: dict = {"scale": scale, "machine": machine_info(), "suites": {}}
     for name in names:
@@ -54,9 +56,8 @@ def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
             results["suites"][name] = module.run(scale=scale, callback=callback)
         results["suites"][name]["wall_seconds"] = time.perf_counter() - start
         console.log(f"bench {name} done in {time.perf_counter() - start:.1f} s")
-    if output:
-        write_bench_outputs(results, output)
-        console.log(f"wrote {output}/bench.json and {output}/bench.md")
+    write_bench_outputs(results, output)
+    console.log(f"wrote {output}/bench.json and {output}/bench.md")
     if as_json:
         echo_json(results)
     else:
