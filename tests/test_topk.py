@@ -131,3 +131,27 @@ def test_chunking_does_not_change_the_lists():
         ids, scores = topk_dot(queries, items, 20, exclude=seen, chunk_size=chunk)
         np.testing.assert_array_equal(ids, ref_ids)
         np.testing.assert_array_equal(scores, ref_scores.astype(np.float32))
+
+
+@settings(max_examples=300, deadline=None)
+@given(problems(), st.integers(1, 5))
+def test_two_stage_block_selection_equals_full_sort(problem, block):
+    """The block-maxima path is exact too, ties, exclusions and padding included."""
+    queries, items, k, exclude, chunk = problem
+    ids, scores = topk_dot(queries, items, k, exclude=exclude, chunk_size=chunk,
+                           block_size=block)
+    ref_ids, ref_scores = reference_topk(queries, items, k, exclude)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(scores, ref_scores.astype(np.float32))
+
+
+def test_default_block_path_on_a_large_catalogue_matches_plain_path():
+    rng = np.random.default_rng(3)
+    queries = rng.standard_normal((300, 16)).astype(np.float32)
+    items = rng.standard_normal((6000, 16)).astype(np.float32)
+    items[100:140] = items[7]  # exact ties across blocks
+    exclude = sp.random(300, 6000, density=0.01, format="csr", random_state=1)
+    blocked = topk_dot(queries, items, 20, exclude=exclude)
+    plain = topk_dot(queries, items, 20, exclude=exclude, block_size=0)
+    np.testing.assert_array_equal(blocked[0], plain[0])
+    np.testing.assert_array_equal(blocked[1], plain[1])
