@@ -409,3 +409,27 @@ def test_weighted_pooling_is_a_value_weighted_mean():
         mean = towers["mean"].query(batch, None)
     assert torch.allclose(got[[1, 2, 3]], mean[[1, 2, 3]], atol=1e-6)
     assert not torch.allclose(got[0], mean[0])
+
+
+def test_cli_negatives_imply_the_sampled_loss(tmp_path):
+    from click.testing import CliRunner
+
+    from recompare.cli import main
+    from recompare.data.splits import split as make_split
+    from recompare.data.synth import planted
+
+    data = make_split(planted(n_users=200, n_items=300, n_groups=2, interactions_per_user=10,
+                              seed=0), kind="random", seed=0)
+    data.save(tmp_path / "ds")
+    runner = CliRunner()
+    result = runner.invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o", str(tmp_path / "m"),
+                                  "--negatives", "none", "--num-negatives", "16",
+                                  "--epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["params"]["loss"] == "sampled" and meta["params"]["negatives"] == "none"
+    result = runner.invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o", str(tmp_path / "m2"),
+                                  "--negatives", "none", "--loss", "full", "--epochs", "1"])
+    assert result.exit_code != 0
+    assert "--loss sampled" in result.output
+    assert not (tmp_path / "m2").exists()

@@ -58,7 +58,7 @@ def _loss_options(func):
                         type=click.Choice(("uniform", "popularity", "in-batch", "hard", "none")),
                         default="uniform", show_default=True,
                         help="Negatives of the sampled loss; none = positives only "
-                             "(folding-prone).")(func)
+                             "(folding-prone). Giving it implies --loss sampled.")(func)
     func = click.option("--loss", type=click.Choice(("full", "sampled")), default="full",
                         show_default=True,
                         help="Exact softmax over all items, or sampled softmax.")(func)
@@ -116,6 +116,22 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _loss_for(ctx: click.Context, loss: str) -> str:
+    """Asking for negatives means asking for the sampled softmax: switch the default
+    full loss to it, and refuse an explicit ``--loss full`` with negatives."""
+    from click.core import ParameterSource
+
+    given = [name for name in ("negatives", "num_negatives")
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if not given or loss == "sampled":
+        return loss
+    if ctx.get_parameter_source("loss") == ParameterSource.COMMANDLINE:
+        flag = "--" + given[0].replace("_", "-")
+        raise click.BadParameter(f"{flag} applies to the sampled softmax; drop it or use "
+                                 "--loss sampled", param_hint="--loss")
+    return "sampled"
+
+
 @click.command("train-dnn")
 @click.argument("dataset", type=click.Path())
 @click.option("-o", "--output", "output", required=True, type=click.Path(),
@@ -158,6 +174,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     if resume is not None and not Path(resume).is_dir():
         raise RecompareError(f"checkpoint directory {resume} does not exist")
     hidden_sizes = parse_hidden(hidden)
+    loss = _loss_for(click.get_current_context(), loss)
 
     from ..data.dataset import Dataset
     from ..models.softmax import SoftmaxDNN
