@@ -79,15 +79,12 @@ def echo_json(payload: Any) -> None:
 
 
 def _default(value: Any) -> Any:
-    import numpy as np
+    from ._jsonutil import json_default
 
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    try:
+        return json_default(value)
+    except TypeError:
+        return str(value)
 
 
 def json_option(func):

@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._atomic import atomic_dir
+from .._jsonutil import json_default
 from ..errors import RecompareError
 
 FORMAT_VERSION = 1
@@ -352,7 +353,7 @@ class Dataset:
                 "split": split_meta,
                 **{k: v for k, v in self.meta.items() if k not in {"split", "counts", "groups"}},
             }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
         return Path(path)
 
     @classmethod
@@ -440,18 +441,6 @@ def _load_npz(path: Path) -> sp.spmatrix:
         raise RecompareError(f"missing file {path}")
     # scipy.sparse.load_npz calls np.load(allow_pickle=False)
     return sp.load_npz(path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def from_interactions(

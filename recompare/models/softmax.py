@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._atomic import atomic_dir
+from .._jsonutil import json_default
 from ..errors import RecompareError
 from .base import MODEL_FILE, Callback, Recommender, read_model_json
 
@@ -586,7 +587,7 @@ class SoftmaxDNN(Recommender):
         }
         with atomic_dir(path, overwrite=True) as tmp:
             torch.save(payload, tmp / STATE_FILE)
-            (tmp / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable))
+            (tmp / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
 
     def _resume(self, path, dataset, tower, optimizers, state, history) -> dict | None:
         root = Path(path)
@@ -701,7 +702,7 @@ class SoftmaxDNN(Recommender):
             torch.save(self.tower_.state_dict(), tmp / STATE_FILE)
             np.savez(tmp / ARRAYS_FILE, query_embeddings=self.query_embeddings_,
                      item_embeddings=self.item_embeddings_, **self.schema_.arrays())
-            (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+            (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
         return Path(path)
 
     @classmethod
@@ -1243,15 +1244,11 @@ def _as_hidden(hidden: Any) -> tuple[int, ...]:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+    """Hyperparameters as JSON values (tuples as lists); anything else unchanged."""
+    try:
+        return json_default(value)
+    except TypeError:
+        return value
 
 
 def _torch_generator(seed: int, stream: int) -> torch.Generator:

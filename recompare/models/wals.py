@@ -62,6 +62,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._atomic import atomic_dir
+from .._jsonutil import json_default
 from ..errors import RecompareError
 from .base import MODEL_FILE, Callback, Recommender, read_model_json
 
@@ -531,7 +532,7 @@ class WALS(Recommender):
         meta["params"] = params
         with atomic_dir(path, overwrite=overwrite) as tmp:
             np.savez(tmp / ARRAYS_FILE, **arrays)
-            (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+            (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
         return Path(path)
 
     @classmethod
@@ -1219,11 +1220,3 @@ def _n_new(history, features) -> int:
     return history.shape[0] if history is not None else len(features)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
