@@ -250,7 +250,11 @@ class Dataset:
                 h.update(b"none")
                 continue
             for arr in (m.indptr, m.indices, m.data):
-                h.update(np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes())
+                # hashed in place (little-endian bytes): no copy of big matrices
+                flat = np.ascontiguousarray(arr)
+                if flat.dtype.byteorder == ">":
+                    flat = flat.astype(flat.dtype.newbyteorder("<"))
+                h.update(memoryview(flat).cast("B"))
         value = h.hexdigest()[:16]
         self.__dict__["_fingerprint"] = value
         return value
