@@ -151,9 +151,8 @@ def run_comparison(
     evaluation = evaluate_models(models, dataset, "all", ks, folding=folding, seed=seed,
                                  callback=lambda e: emit({**e, "stage": "evaluate"}))
     for name, model in models.items():
-        if info[name]["role"] in ("wals", "dnn", "baseline"):
-            emit({"stage": "serve", "message": f"serving cost of {name}"})
-            info[name]["serving"] = serving_cost(model, dataset, serving_queries, seed)
+        emit({"stage": "serve", "message": f"serving cost of {name}"})
+        info[name]["serving"] = serving_cost(model, dataset, serving_queries, seed)
     emit({"stage": "scaling", "message": "training scalability"})
     scaling = training_scaling(dataset, variants, quick, seed, threads, emit)
     results = {
@@ -177,7 +176,10 @@ def _warm_up() -> None:
     import torch
 
     a = torch.ones((64, 64))
-    (a @ a).sum()
+    w = torch.nn.Parameter(torch.ones((64, 64)))
+    optimizer = torch.optim.Adam([w])
+    torch.nn.functional.cross_entropy(a @ w, torch.zeros(64, dtype=torch.long)).backward()
+    optimizer.step()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch calls its CSR support "beta"
         torch.sparse.mm(torch.eye(64).to_sparse_csr(), a)
