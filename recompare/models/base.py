@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,7 +33,7 @@ Callback = Callable[[dict], None]
 MODEL_FILE = "model.json"
 
 
-class Recommender:
+class Recommender(ABC):
     """Base class: a dot-product retrieval model over the dataset's items."""
 
     kind: ClassVar[str] = "base"
@@ -60,8 +61,9 @@ class Recommender:
         return f"{type(self).__name__}({args})"
 
     # -------------------------------------------------------------- fitting
+    @abstractmethod
     def fit(self, dataset, callback: Callback | None = None) -> Recommender:
-        raise NotImplementedError
+        """Fit on ``dataset.train``, re-initialised from the seed; return ``self``."""
 
     def _check_fitted(self) -> None:
         if getattr(self, "fingerprint_", None) is None:
@@ -75,13 +77,13 @@ class Recommender:
         self.seen_ = dataset.train
 
     # ------------------------------------------------------------ embedding
+    @abstractmethod
     def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
         """Query embeddings of training users, ndarray of shape (n_users, dim)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def item_embeddings(self) -> np.ndarray:
         """Item embeddings, ndarray of shape (n_items, dim)."""
-        raise NotImplementedError
 
     def embed_new_users(
         self, history: sp.csr_matrix | None, features: pd.DataFrame | None = None
@@ -156,12 +158,14 @@ class Recommender:
                 "item_embeddings": self.item_embeddings()}
 
     # ------------------------------------------------------------------ I/O
+    @abstractmethod
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        raise NotImplementedError
+        """Write the model directory (``model.json`` plus open-format arrays)."""
 
     @classmethod
+    @abstractmethod
     def load(cls, path: str | os.PathLike) -> Recommender:
-        raise NotImplementedError
+        """Read a directory written by :meth:`save`, never unpickling."""
 
     def _model_json(self, **extra: Any) -> dict:
         return {
