@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import resource
 import time
 from collections.abc import Iterator
+
+from .._sysmem import release_free_memory
 
 
 def peak_rss_bytes() -> int:
@@ -50,6 +53,8 @@ def measure() -> Iterator[dict]:
     and ``peak_extra_bytes`` (peak minus RSS at entry).
     """
     result: dict = {}
+    gc.collect()
+    release_free_memory()
     reset_peak_rss()
     base = current_rss_bytes()
     start = time.perf_counter()

@@ -63,6 +63,7 @@ import scipy.sparse as sp
 
 from .._atomic import atomic_dir
 from .._jsonutil import json_default
+from .._sysmem import release_free_memory
 from ..errors import RecompareError
 from .base import MODEL_FILE, Callback, Recommender, read_model_json
 
@@ -726,13 +727,13 @@ class _Problem:
             if not self._s_ready:
                 self.refresh()
             self._cg_users()
-            _release_free_memory()
+            release_free_memory()
             self._cg_items()
         else:
             self._exact_users()
-            _release_free_memory()
+            release_free_memory()
             self._exact_items()
-        _release_free_memory()
+        release_free_memory()
         self.refresh()
 
     def refresh(self) -> None:
@@ -1113,17 +1114,6 @@ def _threading(model: WALS) -> Iterator[tuple[ThreadPoolExecutor | None, int]]:
             pool.shutdown()
             _malloc_arenas(8 * (os.cpu_count() or 1))  # glibc's default limit
         torch.set_num_threads(previous)
-
-
-def _release_free_memory() -> None:
-    """Best-effort ``malloc_trim(0)``: hand the temporaries freed by the last half
-    sweep back to the system, so that fragmentation does not add up (glibc only)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _malloc_arenas(limit: int) -> None:
