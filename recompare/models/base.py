@@ -179,6 +179,27 @@ class Recommender(ABC):
         }
 
 
+class FactorModel(Recommender):
+    """A family whose learned state is two static factor matrices,
+    ``user_factors_`` (n_users, k) and ``item_factors_`` (n_items, k):
+    the query embedding of a training user is its row of user factors."""
+
+    user_factors_: np.ndarray
+    item_factors_: np.ndarray
+
+    def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
+        """User factors, ndarray of shape (n_users, k), or (len(users), k)."""
+        self._check_fitted()
+        if users is None:
+            return self.user_factors_
+        return self.user_factors_[np.asarray(users, dtype=np.int64)]
+
+    def item_embeddings(self) -> np.ndarray:
+        """Item factors, ndarray of shape (n_items, k)."""
+        self._check_fitted()
+        return self.item_factors_
+
+
 def _check_k(k: int, n_items: int) -> None:
     if not isinstance(k, (int, np.integer)) or k <= 0:
         raise RecompareError(f"k must be a positive integer, got {k}")

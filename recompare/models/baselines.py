@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from .._atomic import atomic_dir
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, Recommender, read_model_json
+from .base import MODEL_FILE, Callback, FactorModel, Recommender, read_model_json
 
 ARRAYS_FILE = "arrays.npz"
 
@@ -169,7 +169,7 @@ class Popularity(_SavedArrays):
         return self._queries_of_groups(groups)
 
 
-class RandomEmbeddings(_SavedArrays):
+class RandomEmbeddings(FactorModel, _SavedArrays):
     """Users and items as independent Gaussian vectors: a deliberately folded floor.
 
     Parameters
@@ -208,18 +208,6 @@ class RandomEmbeddings(_SavedArrays):
         if callback is not None:
             callback({"stage": "done", "message": "drew random embeddings"})
         return self
-
-    def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
-        """Query embeddings of training users, ndarray of shape (n_users, factors)."""
-        self._check_fitted()
-        if users is None:
-            return self.user_factors_
-        return self.user_factors_[np.asarray(users, dtype=np.int64)]
-
-    def item_embeddings(self) -> np.ndarray:
-        """Item embeddings, ndarray of shape (n_items, factors)."""
-        self._check_fitted()
-        return self.item_factors_
 
     def embed_new_users(
         self, history: sp.csr_matrix | None, features: pd.DataFrame | None = None

@@ -65,7 +65,7 @@ from .._atomic import atomic_dir
 from .._jsonutil import json_default
 from .._sysmem import release_free_memory
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, Recommender, read_model_json
+from .base import MODEL_FILE, Callback, FactorModel, read_model_json
 
 SOLVERS = ("cg", "cholesky")
 WEIGHTINGS = ("constant", "linear", "log")
@@ -78,7 +78,7 @@ ARRAYS_FILE = "arrays.npz"
 NUMERIC_BINS = 5
 
 
-class WALS(Recommender):
+class WALS(FactorModel):
     """Weighted ALS matrix factorization (see the module docstring for the maths).
 
     Parameters
@@ -364,18 +364,6 @@ class WALS(Recommender):
         return info
 
     # --------------------------------------------------------- embeddings
-    def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
-        """User factors ``x_u``, ndarray of shape (n_users, k) (or len(users), k)."""
-        self._check_fitted()
-        if users is None:
-            return self.user_factors_
-        return self.user_factors_[np.asarray(users, dtype=np.int64)]
-
-    def item_embeddings(self) -> np.ndarray:
-        """Item factors ``y_i``, ndarray of shape (n_items, k)."""
-        self._check_fitted()
-        return self.item_factors_
-
     def export_arrays(self) -> dict[str, np.ndarray]:
         """Named arrays for ``recompare export``: the factors under both naming schemes."""
         self._check_fitted()

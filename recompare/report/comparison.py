@@ -1,15 +1,7 @@
 """Render a comparison (``recompare compare``): rich tables, Markdown, JSON."""
 from __future__ import annotations
 
-from typing import Any
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+from .tables import fmt
 
 
 def model_rows(results: dict, k: int = 20) -> list[dict]:
@@ -60,7 +52,7 @@ def rich_tables(results: dict) -> list:
             detail.add_row(row["model"], row["protocol"], f"[dim]{row['note']}[/]",
                            *[""] * (len(columns) - 3))
         else:
-            detail.add_row(*[_f(row.get(c), 1 if c == "train_s" else 3) for c in columns])
+            detail.add_row(*[fmt(row.get(c), 1 if c == "train_s" else 3) for c in columns])
     return [table, detail]
 
 
@@ -94,7 +86,7 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
             lines.append(f"| {row['model']} | {row['protocol']} | {row['note']} |"
                          + " |" * (len(columns) - 3))
         else:
-            lines.append("| " + " | ".join(_f(row.get(c), 1 if c == "train_s" else 3)
+            lines.append("| " + " | ".join(fmt(row.get(c), 1 if c == "train_s" else 3)
                                            for c in columns) + " |")
     lines += ["", "## Training and serving cost", "",
               ("| model | train s | peak extra MiB | p50 ms (known) | p99 ms (known) | "
@@ -109,7 +101,7 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
         lines.append(
             f"| {name} | {t['seconds']:.2f} | {t['peak_extra_bytes'] / 2**20:.1f} | "
             f"{s['known']['p50_ms']:.2f} | {s['known']['p99_ms']:.2f} | "
-            f"{_f(fresh.get('p50_ms'), 2)} | {_f(s['batch']['queries_per_second'], 0)} | "
+            f"{fmt(fresh.get('p50_ms'), 2)} | {fmt(s['batch']['queries_per_second'], 0)} | "
             f"{s['memory_bytes'] / 2**20:.2f} |")
     scaling = results.get("scaling", {}).get("families", {})
     if scaling:
