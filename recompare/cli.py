@@ -94,8 +94,44 @@ def json_option(func):
 
 
 def seed_option(func):
-    return click.option("--seed", type=int, default=0, show_default=True,
+    """``--random-state`` (alias ``--seed``): the seed of every random choice."""
+    return click.option("--random-state", "--seed", "random_state", type=int, default=0,
+                        show_default=True,
                         help="Random seed; the same seed gives the same numbers.")(func)
+
+
+def estimator_defaults(module: str, class_name: str) -> dict[str, Any]:
+    """The keyword defaults of ``class_name.__init__`` in ``module``, read from its source.
+
+    Commands take their option defaults from here, so the estimator's signature is the one
+    source of every default. The module is parsed, not imported, so ``--help`` stays free of
+    numpy, torch and pandas. Defaults that are expressions rather than literals are left out.
+    """
+    import ast
+    from pathlib import Path
+
+    # located by path, not importlib: finding a submodule would import its package
+    package, _, rest = module.partition(".")
+    source = Path(__file__).resolve().parent.joinpath(*rest.split(".")).with_suffix(".py")
+    if package != __package__ or not source.is_file():
+        raise RecompareError(f"cannot find module {module}")
+    tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    args = item.args.args[len(item.args.args) - len(item.args.defaults):]
+                    pairs = list(zip(args, item.args.defaults))
+                    pairs += [(a, d) for a, d in zip(item.args.kwonlyargs, item.args.kw_defaults)
+                              if d is not None]
+                    defaults = {}
+                    for arg, default in pairs:
+                        try:
+                            defaults[arg.arg] = ast.literal_eval(default)
+                        except ValueError:  # an expression: not offered as a CLI default
+                            continue
+                    return defaults
+    raise RecompareError(f"{module} has no class {class_name} with an __init__")
 
 
 def threads_option(func):

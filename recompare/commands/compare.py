@@ -18,7 +18,7 @@ from ..cli import echo_json, json_option, seed_option, stderr_console, threads_o
 @seed_option
 @threads_option
 @json_option
-def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: bool, seed: int,
+def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: bool, random_state: int,
             threads: int, as_json: bool) -> None:
     """Answer the MF-vs-DNN question on DATASET with measurements.
 
@@ -55,7 +55,7 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
                              "choose another")
     data = load_dataset(dataset)
     check_ks(k_values, data.n_items)
-    variants = default_variants(quick, seed)
+    variants = default_variants(quick, random_state)
     console = stderr_console()
     steps = len(variants) + 3  # trainings, evaluation, serving, scaling
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
@@ -86,7 +86,7 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
                     progress.update(task, completed=len(variants) + len(stage_done) - 1)
                 progress.update(task, description=stage or "", detail=event.get("message", ""))
 
-        results, models = run_comparison(data, quick=quick, ks=k_values, seed=seed,
+        results, models = run_comparison(data, quick=quick, ks=k_values, seed=random_state,
                                          threads=threads, variants=variants,
                                          callback=callback, return_models=True)
         progress.update(task, completed=steps, description="done", detail="")

@@ -68,13 +68,13 @@ def _check_output(out: str, overwrite: bool) -> None:
 
 
 def _apply_split(dataset, kind: str, test_fraction: float, last_n: int | None,
-                 heldout_fraction: float, foldin_fraction: float, seed: int):
+                 heldout_fraction: float, foldin_fraction: float, random_state: int):
     if kind == "none":
         return dataset
     from ..data.splits import split
 
     return split(dataset, kind, test_fraction=test_fraction, heldout_fraction=heldout_fraction,
-                 foldin_fraction=foldin_fraction, last_n=last_n, seed=seed)
+                 foldin_fraction=foldin_fraction, last_n=last_n, seed=random_state)
 
 
 def _progress(console) -> Any:
@@ -127,7 +127,7 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
           cross_group_rate: float, zipf_exponent: float, n_tastes: int,
           taste_concentration: float, background_share: float, feature_noise: float,
           split_kind: str, test_fraction: float, last_n: int | None, heldout_fraction: float,
-          foldin_fraction: float, seed: int, overwrite: bool, as_json: bool) -> None:
+          foldin_fraction: float, random_state: int, overwrite: bool, as_json: bool) -> None:
     """Generate planted-group data (groups, Zipf popularity, latent tastes) into OUT.
 
     Users interact mostly with their own group's items; --cross-group-rate of
@@ -151,9 +151,9 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
                           cross_group_rate=cross_group_rate, zipf_exponent=zipf_exponent,
                           n_tastes=n_tastes, taste_concentration=taste_concentration,
                           background_share=background_share, feature_noise=feature_noise,
-                          seed=seed)
+                          seed=random_state)
         dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
-                               foldin_fraction, seed)
+                               foldin_fraction, random_state)
         dataset.save(out, overwrite=overwrite)
     console.log(f"wrote {out}")
     _report(dataset, out, as_json, f"planted data set {out}")
@@ -209,7 +209,7 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
                     min_rating: float | None, duplicates: str, min_user_interactions: int,
                     min_item_interactions: int, split_kind: str, test_fraction: float,
                     last_n: int | None, heldout_fraction: float, foldin_fraction: float,
-                    seed: int, overwrite: bool, as_json: bool) -> None:
+                    random_state: int, overwrite: bool, as_json: bool) -> None:
     """Load a MovieLens folder or an interaction log, apply policies, split, save to OUT.
 
     Nothing is dropped unless asked: --min-rating, --min-user-interactions and
@@ -240,7 +240,7 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
             duplicates=duplicates, min_user_interactions=min_user_interactions,
             min_item_interactions=min_item_interactions, callback=_progress(console))
         dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
-                               foldin_fraction, seed)
+                               foldin_fraction, random_state)
         dataset.save(out, overwrite=overwrite)
     console.log(f"wrote {out}")
     _report(dataset, out, as_json, f"prepared data set {out}")
@@ -264,7 +264,7 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
 @json_option
 def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire: str,
                    split_kind: str, test_fraction: float, last_n: int | None,
-                   heldout_fraction: float, foldin_fraction: float, seed: int,
+                   heldout_fraction: float, foldin_fraction: float, random_state: int,
                    overwrite: bool, as_json: bool) -> None:
     """Copy a prepared data set into k relabelled copies ("languages") and save to OUT.
 
@@ -281,10 +281,10 @@ def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire
     from ..data.synth import mirror
 
     _check_output(out, overwrite)
-    dataset = mirror(Dataset.load(source), copies=copies, cross_rate=cross_rate, seed=seed,
+    dataset = mirror(Dataset.load(source), copies=copies, cross_rate=cross_rate, seed=random_state,
                      rewire=rewire)
     dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
-                           foldin_fraction, seed)
+                           foldin_fraction, random_state)
     dataset.save(out, overwrite=overwrite)
     stderr_console().log(f"wrote {out}")
     _report(dataset, out, as_json, f"mirrored data set {out}")
@@ -300,7 +300,7 @@ def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire
 @json_option
 def split_command(source: str, out: str, split_kind: str, test_fraction: float,
                   last_n: int | None, heldout_fraction: float, foldin_fraction: float,
-                  seed: int, overwrite: bool, as_json: bool) -> None:
+                  random_state: int, overwrite: bool, as_json: bool) -> None:
     """Re-split a saved data set (its interactions) and save the result to OUT.
 
     The ids, groups, features and interactions are kept; only the split
@@ -316,7 +316,7 @@ def split_command(source: str, out: str, split_kind: str, test_fraction: float,
     _check_output(out, overwrite)
     dataset = Dataset.load(source).replace(split=None)
     dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
-                           foldin_fraction, seed)
+                           foldin_fraction, random_state)
     dataset.save(out, overwrite=overwrite)
     stderr_console().log(f"wrote {out}")
     _report(dataset, out, as_json, f"data set {out}")

@@ -28,7 +28,7 @@ def parse_ks(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
-def load_models(specs: tuple[str, ...], dataset, seed: int, callback=None) -> dict:
+def load_models(specs: tuple[str, ...], dataset, random_state: int, callback=None) -> dict:
     """Saved model directories (checked against ``dataset``) or baseline names, fitted.
 
     Names are the directory names (or baseline names), made unique with a suffix.
@@ -45,7 +45,7 @@ def load_models(specs: tuple[str, ...], dataset, seed: int, callback=None) -> di
         elif spec in BASELINE_SPECS:
             if callback is not None:
                 callback({"stage": "fit", "message": f"fitting baseline {spec}"})
-            model = make_baseline(spec, seed).fit(dataset)
+            model = make_baseline(spec, random_state).fit(dataset)
             name = spec
         else:
             raise RecompareError(
@@ -82,7 +82,7 @@ def load_models(specs: tuple[str, ...], dataset, seed: int, callback=None) -> di
 @json_option
 def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: str,
                      protocol: str, folding_report: bool, plots_dir: str | None,
-                     report_path: str | None, overwrite: bool, seed: int,
+                     report_path: str | None, overwrite: bool, random_state: int,
                      as_json: bool) -> None:
     """Evaluate models side by side: accuracy per protocol and k, and folding.
 
@@ -130,8 +130,8 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
         def callback(event: dict) -> None:
             status.update(f"[bold]evaluate[/] {event.get('message', '')}")
 
-        models = load_models(model_specs, dataset, seed, callback)
-        results = evaluate_models(models, dataset, protocols, ks, folding=folding, seed=seed,
+        models = load_models(model_specs, dataset, random_state, callback)
+        results = evaluate_models(models, dataset, protocols, ks, folding=folding, seed=random_state,
                                   callback=callback)
         written: dict = {}
         if plots is not None:
@@ -139,7 +139,7 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
 
             status.update("[bold]evaluate[/] drawing plots")
             written = write_plots(results, models, dataset, plots, overwrite=overwrite,
-                                  seed=seed)
+                                  seed=random_state)
         if report is not None:
             from .._atomic import atomic_file
             from ..report.markdown import markdown_report

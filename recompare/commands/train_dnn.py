@@ -150,7 +150,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,
               negatives: str, num_negatives: int, gravity: float, epochs: int, batch_size: int,
               lr: float, optimizer: str, patience: int, validate_on: str,
-              checkpoint_dir: str | None, resume: str | None, seed: int, threads: int,
+              checkpoint_dir: str | None, resume: str | None, random_state: int, threads: int,
               overwrite: bool, as_json: bool) -> None:
     """Train the softmax DNN on DATASET and save it to MODEL (-o).
 
@@ -185,7 +185,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         features=features, normalize=normalize, temperature=temperature, loss=loss,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
         batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience,
-        validate_on=validate_on, random_state=seed, threads=threads,
+        validate_on=validate_on, random_state=random_state, threads=threads,
     )
     model.check(data)  # bad input fails here, before the progress bar appears
     if checkpoint_dir is None and resume is not None:

@@ -106,7 +106,7 @@ def _progress(console, total: int) -> Iterator[Callable[[dict], None]]:
 @json_option
 def train_wals(dataset: str, output: str, factors: int, unobserved_weight: float,
                iterations: int, regularization: float, reg_scaling: str, weighting: str,
-               alpha: float, solver: str, cg_steps: int, threads: int, seed: int,
+               alpha: float, solver: str, cg_steps: int, threads: int, random_state: int,
                overwrite: bool, as_json: bool) -> None:
     """Fit weighted ALS matrix factorization on DATASET and save it to MODEL (-o).
 
@@ -137,7 +137,7 @@ def train_wals(dataset: str, output: str, factors: int, unobserved_weight: float
     model = WALS(factors=factors, unobserved_weight=unobserved_weight,
                  regularization=regularization, reg_scaling=reg_scaling, weighting=weighting,
                  alpha=alpha, iterations=iterations, solver=solver, cg_steps=cg_steps,
-                 random_state=seed, threads=threads)
+                 random_state=random_state, threads=threads)
     model.check(data)  # bad input fails here, before the progress bar appears
     with _progress(stderr_console(), iterations) as callback, measure() as memory:
         model.fit(data, callback=callback)
