@@ -8,6 +8,7 @@ model directory can never make recompare read a file outside itself.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -306,20 +307,32 @@ def read_csv_table(path: str | os.PathLike, required_columns: Iterable[str], *, 
     return frame
 
 
-def read_torch_state(path: str | os.PathLike, *, what: str,
-                     required: Iterable[str] = ()) -> dict:
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, to record next to a file whose format has no checksum."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_torch_state(path: str | os.PathLike, *, what: str, required: Iterable[str] = (),
+                     sha256: str | None = None) -> dict:
     """Load a torch file with ``weights_only=True`` (no unpickling of code).
 
-    The top level must be a dict holding the ``required`` keys. Shapes are checked by
+    The top level must be a dict holding the ``required`` keys. torch does not checksum
+    tensor bytes, so a flipped byte inside a tensor loads silently: writers should record
+    :func:`sha256_of` the file and pass it here as ``sha256``. Shapes are checked by
     ``load_state_dict`` of the caller, whose error should go through :func:`refuse`.
     """
     import torch
 
     file = Path(path)
-    if not file.exists():
-        raise RecompareError(f"cannot read {what} {file}: the file is missing")
+    raw = _read_bytes(file, what)
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise _fail(file, what, "checksum mismatch: the file was damaged or replaced")
     try:
-        payload = torch.load(file, weights_only=True, map_location="cpu")
+        payload = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         raise _fail(file, what, f"damaged torch file ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict):

@@ -332,3 +332,29 @@ def test_damaged_file_is_refused(documented, damage, command, pristine, tmp_path
     assert documented.name in errors[0], f"does not name {documented.name}: {errors[0]}"
     leftovers = sorted(p.name for p in out.parent.iterdir()) if out.parent.exists() else []
     assert leftovers == [], f"partial output left: {leftovers}"
+
+
+@pytest.mark.parametrize("how", ["name-in-model-json", "symlink"])
+@pytest.mark.parametrize("artifact", ["wals", "dnn", "popularity"])
+def test_model_directory_reads_only_its_own_files(artifact, how, pristine, tmp_path):
+    """A model directory cannot make recompare read a file outside itself."""
+    from click.testing import CliRunner
+
+    from recompare.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(pristine[artifact], model)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.move(model / "arrays.npz", outside / "arrays.npz")
+    if how == "symlink":
+        (model / "arrays.npz").symlink_to(outside / "arrays.npz")
+    else:  # the old WALS loader took this name from model.json
+        _edit_json(model / "model.json", lambda obj: obj.update(arrays="../elsewhere/arrays.npz"))
+    result = CliRunner().invoke(main, ["evaluate", str(pristine["dataset"]), str(model),
+                                       "--k", "5", "--json"])
+    assert result.exit_code != 0, f"read a file outside the model directory:\n{result.output}"
+    assert isinstance(result.exception, SystemExit), f"escaped: {result.exception!r}"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr
+    assert "arrays.npz" in errors[0] or "model.json" in errors[0], errors[0]

@@ -37,6 +37,7 @@ from recompare._io import (
     read_npz,
     read_sparse_npz,
     read_torch_state,
+    sha256_of,
 )
 from recompare.errors import RecompareError
 
@@ -351,3 +352,13 @@ def test_every_suite_entry_has_damages_and_readers():
     for entry in DOCUMENTED_FILES:
         assert {"truncate", "flip-bytes"} <= set(entry.damages), entry.name
         assert entry.commands, entry.name
+
+
+def test_read_torch_state_checks_a_recorded_checksum(state_pt):
+    digest = sha256_of(state_pt)
+    assert read_torch_state(state_pt, what="state", sha256=digest)["optimizers"] == []
+    raw = bytearray(state_pt.read_bytes())
+    raw[-100] ^= 0x01  # one bit: torch itself may not notice
+    state_pt.write_bytes(bytes(raw))
+    refused(lambda: read_torch_state(state_pt, what="state", sha256=digest), state_pt,
+            "checksum mismatch")
