@@ -26,11 +26,16 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RecompareError as exc:
-            raise click.ClickException(str(exc)) from None
+            # one line even when the message quotes a multi-line error of numpy or torch
+            raise click.ClickException(" ".join(str(exc).split())) from None
         except FileNotFoundError as exc:
             raise click.ClickException(f"file not found: {exc.filename or exc}") from None
         except PermissionError as exc:
             raise click.ClickException(f"permission denied: {exc.filename or exc}") from None
+        except OSError as exc:  # disk full, a file where a directory is expected, ...
+            where = f"{exc.filename}: " if exc.filename else ""
+            text = " ".join(f"{where}{exc.strerror or exc}".split())  # always one line
+            raise click.ClickException(text) from None
         except MemoryError:
             raise click.ClickException(
                 "out of memory; try a smaller --scale, fewer factors or a smaller batch"
