@@ -109,7 +109,7 @@ def _dataset(matrix: sp.csr_matrix):
 def _ours(iterations: int, **overrides: Any):
     from ..models.wals import WALS
 
-    params = {"factors": FACTORS, "unobserved_weight": 1.0 / ALPHA,
+    params = {"dim": FACTORS, "unobserved_weight": 1.0 / ALPHA,
               "regularization": REGULARIZATION / ALPHA, "reg_scaling": "none",
               "weighting": "constant", "iterations": iterations, "solver": "cg",
               "cg_steps": CG_STEPS, "threads": THREADS, "random_state": 0}
@@ -289,7 +289,7 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
 
     ours = summary(ours_runs)
     speed: dict[str, Any] = {"users": cfg["users"], "items": cfg["items"], "nnz": int(matrix.nnz),
-                             "factors": FACTORS, "threads": THREADS, "cg_steps": CG_STEPS,
+                             "dim": FACTORS, "threads": THREADS, "cg_steps": CG_STEPS,
                              "rounds": cfg["rounds"], "iterations": cfg["iterations"],
                              "ours": ours}
     if peer_installed:
