@@ -176,6 +176,25 @@ def test_cg_with_many_steps_reaches_the_exact_solution():
     assert not np.allclose(few.user_factors_, exact.user_factors_, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_public_transposed_product_matches_scipys_private_kernel(monkeypatch, dtype):
+    """The item half-sweep runs on scipy's private CSC kernel when it exists; without it
+    (a scipy release that moves it) the public ``csr.T @ dense`` gives the same fit."""
+    from recompare.models import wals_solver
+
+    if wals_solver.CSC_KERNEL is None:
+        pytest.skip("this scipy has no private CSC kernel: the fallback is the only path")
+    data = _random_dataset(n_users=300, n_items=60, seed=7)
+    # small blocks and two threads: several blocks per accumulator, as on large data
+    common = {"dim": 6, "iterations": 4, "dtype": dtype, "threads": 2, "block_nnz": 200}
+    fast = WALS(**common).fit(data)
+    monkeypatch.setattr(wals_solver, "CSC_KERNEL", None)
+    public = WALS(**common).fit(data)
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    assert np.allclose(public.item_factors_, fast.item_factors_, rtol=tol, atol=tol)
+    assert np.allclose(public.fit_info_["objective"], fast.fit_info_["objective"], rtol=tol)
+
+
 def test_cg_float32_tracks_float64():
     data = _random_dataset(n_users=200, n_items=80, seed=4)
     a = WALS(dim=8, iterations=5).fit(data)
