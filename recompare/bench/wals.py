@@ -16,13 +16,22 @@ Four figures (issue 4):
 * cost against size: the fitted log-log slope of seconds per iteration
   against the number of entries (1M..20M at ``full``; should be close to 1).
 
+Our timed fits run with one glibc malloc arena (:func:`one_malloc_arena`): each thread
+of the solver's pool would otherwise get its own arena, which keeps the temporaries
+freed there.  That is allocator tuning for the measurement, done here and undone after;
+the library itself never touches the allocator, so an application that wants the same
+peak sets ``MALLOC_ARENA_MAX=1`` in its environment.
+
 ``implicit`` is imported lazily; without it our own figures are still reported.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
 
@@ -145,10 +154,37 @@ def _diffs(stamps: list[float]) -> list[float]:
     return [b - a for a, b in pairwise(stamps)]
 
 
+_M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+
+
+def _mallopt_arena_max(limit: int) -> bool:
+    """Best-effort ``mallopt(M_ARENA_MAX, limit)``; False outside glibc."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, int(limit)))
+    except (OSError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def one_malloc_arena() -> Iterator[None]:
+    """Benchmark-only: one glibc malloc arena for the threads started in the body.
+
+    glibc offers no way to read the limit back, so on exit it is set to glibc's own
+    default (8 arenas per CPU) unless ``MALLOC_ARENA_MAX`` in the environment set it.
+    """
+    _mallopt_arena_max(1)
+    try:
+        yield
+    finally:
+        configured = os.environ.get("MALLOC_ARENA_MAX", "")
+        _mallopt_arena_max(int(configured) if configured.isdigit() else
+                           8 * (os.cpu_count() or 1))
+
+
 def _time_ours(dataset, iterations: int) -> dict:
     model = _ours(iterations)
     cpu: list[float] = []
-    with measure() as memory:
+    with one_malloc_arena(), measure() as memory:
         model.fit(dataset, callback=lambda event: cpu.append(time.process_time()))
     # the first event marks the end of the set-up, then one per iteration
     return {"per_iteration": model.fit_info_["seconds_per_iteration"],
