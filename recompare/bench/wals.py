@@ -283,22 +283,8 @@ def _slope(cfg: dict, say: Callable[[str], None]) -> dict:
     return {"points": points, "slope": slope, "cpu_slope": cpu_slope}
 
 
-def run(scale: str = "small", callback: Callable[[dict], None] | None = None) -> dict:
-    """Run the WALS benchmark at ``scale`` ("tiny", "small" or "full").
-
-    Returns
-    -------
-    dict with ``speed`` (per-iteration seconds of both, medians, ratios),
-    ``memory``, ``quality`` (recall@20 of both), ``scaling`` (log-log slope)
-    and ``figures`` (the headline, with targets and whether they were met).
-    """
-    def say(message: str) -> None:
-        if callback is not None:
-            callback({"stage": "bench", "message": message})
-
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}")
-    cfg = SCALES[scale]
+def _speed(cfg: dict, say: Callable[[str], None]) -> tuple[sp.csr_matrix, bool, dict]:
+    """Seconds per iteration of both libraries, interleaved round by round."""
     say("generating the power-law matrix")
     matrix = powerlaw_matrix(cfg["users"], cfg["items"], cfg["nnz"], seed=0)
     dataset = _dataset(matrix)
@@ -338,7 +324,12 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
             peer["cpu_seconds_per_iteration"]
     else:
         speed["implicit"] = PEER_MISSING
+    return matrix, peer_installed, speed
 
+
+def _memory(matrix: sp.csr_matrix, speed: dict, peer_installed: bool) -> dict:
+    """Our peak extra RSS against the input matrix plus the factors."""
+    ours = speed["ours"]
     input_bytes = matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
     factor_bytes = 4 * FACTORS * (matrix.shape[0] + matrix.shape[1])
     budget = TARGET_MEMORY * (input_bytes + factor_bytes)
@@ -349,13 +340,13 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
     if peer_installed:
         memory["implicit_peak_extra_bytes"] = int(speed["implicit"]["peak_extra_bytes"])
 
-    say("quality on planted data")
-    quality = _quality(cfg, say)
-    say("scaling with the number of entries")
-    scaling = _slope(cfg, say)
+    return memory
 
-    # the issue's targets are defined at full scale; smaller scales only exercise the script
-    at_full = scale == "full"
+
+def _figures(speed: dict, memory: dict, quality: dict, scaling: dict, peer_installed: bool,
+             at_full: bool) -> list[dict[str, Any]]:
+    """The headline figures; targets only at full scale (smaller scales exercise the script)."""
+    ours = speed["ours"]
 
     def target(value: float, limit: float) -> dict:
         return {"target": limit, "met": bool(value <= limit)} if at_full else {}
@@ -391,5 +382,35 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
                     "value": round(quality["ours_defaults"]["recall"], 4)})
     figures.append({"name": "log-log slope of seconds/iteration vs entries",
                     "value": round(scaling["slope"], 3), "target": 1.0})
+    return figures
+
+
+def run(scale: str = "small", callback: Callable[[dict], None] | None = None) -> dict:
+    """Run the WALS benchmark at ``scale`` ("tiny", "small" or "full").
+
+    Returns
+    -------
+    dict with ``speed`` (per-iteration seconds of both, medians, ratios),
+    ``memory``, ``quality`` (recall@20 of both), ``scaling`` (log-log slope)
+    and ``figures`` (the headline, with targets and whether they were met).
+    """
+    def say(message: str) -> None:
+        if callback is not None:
+            callback({"stage": "bench", "message": message})
+
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}")
+    cfg = SCALES[scale]
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}")
+    cfg = SCALES[scale]
+    matrix, peer_installed, speed = _speed(cfg, say)
+    memory = _memory(matrix, speed, peer_installed)
+    say("quality on planted data")
+    quality = _quality(cfg, say)
+    say("scaling with the number of entries")
+    scaling = _slope(cfg, say)
+    # the issue's targets are defined at full scale; smaller scales only exercise the script
+    figures = _figures(speed, memory, quality, scaling, peer_installed, scale == "full")
     return {"scale": scale, "speed": speed, "memory": memory, "quality": quality,
             "scaling": scaling, "peer_installed": peer_installed, "figures": figures}
