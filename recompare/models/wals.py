@@ -49,12 +49,11 @@ training state and both half-sweeps, :mod:`.wals_exact` the exact row solves, an
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -65,16 +64,11 @@ from .._jsonutil import json_default
 from ..errors import RecompareError
 from .base import MODEL_FILE, Callback, FactorModel, read_model_json
 from .wals_cold import ColdStart, cold_embeddings, fit_cold_start
+from .wals_params import item_weight_vector, validate
 
 if TYPE_CHECKING:
     from .wals_solver import Problem
 
-SOLVERS = ("cg", "cholesky")
-WEIGHTINGS = ("constant", "linear", "log")
-REG_SCALINGS = ("none", "frequency")
-TARGETS = ("binary", "values")
-ITEM_WEIGHTINGS = ("none", "inverse_frequency", "inverse_sqrt_frequency")
-DTYPES = ("float32", "float64")
 ARRAYS_FILE = "arrays.npz"
 
 
@@ -175,69 +169,7 @@ class WALS(FactorModel):
         self.validation_k = validation_k
         self.block_nnz = block_nnz
 
-    # ---------------------------------------------------------- validation
-    def _validate(self) -> None:
-        def positive_int(name: str, value: Any) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise RecompareError(f"{name} must be a positive integer, got {value!r}")
-
-        def non_negative(name: str, value: Any) -> None:
-            if not isinstance(value, (int, float, np.number)) or isinstance(value, bool) \
-                    or not math.isfinite(value) or value < 0:
-                raise RecompareError(f"{name} must be a finite number >= 0, got {value!r}")
-
-        def choice(name: str, value: Any, options: Sequence[str]) -> None:
-            if value not in options:
-                raise RecompareError(f"{name} must be one of {', '.join(options)}; got {value!r}")
-
-        positive_int("dim", self.dim)
-        positive_int("iterations", self.iterations)
-        positive_int("cg_steps", self.cg_steps)
-        positive_int("validation_k", self.validation_k)
-        positive_int("block_nnz", self.block_nnz)
-        if self.patience is not None:
-            positive_int("patience", self.patience)
-        non_negative("unobserved_weight", self.unobserved_weight)
-        non_negative("regularization", self.regularization)
-        non_negative("reg_exponent", self.reg_exponent)
-        non_negative("alpha", self.alpha)
-        non_negative("init_scale", self.init_scale)
-        if not isinstance(self.threads, (int, np.integer)) or self.threads < 0:
-            raise RecompareError(f"threads must be an integer >= 0, got {self.threads!r}")
-        if not isinstance(self.epsilon, (int, float)) or not self.epsilon > 0:
-            raise RecompareError(f"epsilon must be > 0, got {self.epsilon!r}")
-        choice("solver", self.solver, SOLVERS)
-        choice("weighting", self.weighting, WEIGHTINGS)
-        choice("reg_scaling", self.reg_scaling, REG_SCALINGS)
-        choice("targets", self.targets, TARGETS)
-        choice("dtype", self.dtype, DTYPES)
-        if isinstance(self.item_weights, str):
-            choice("item_weights", self.item_weights, ITEM_WEIGHTINGS)
-
     # ------------------------------------------------------------- weights
-    def _item_weight_vector(self, train: sp.csr_matrix) -> np.ndarray | None:
-        """``v_i`` of shape (n_items,), or None when all are 1."""
-        spec = self.item_weights
-        n_items = train.shape[1]
-        if isinstance(spec, str):
-            if spec == "none":
-                return None
-            counts = np.bincount(train.indices, minlength=n_items).astype(np.float64)
-            power = 1.0 if spec == "inverse_frequency" else 0.5
-            v = np.zeros(n_items)
-            seen = counts > 0
-            v[seen] = counts[seen] ** -power
-            # normalise so that the mean weight over observed entries is 1
-            v *= train.nnz / max(float((v * counts).sum()), 1e-300)
-            return v
-        v = np.asarray(spec, dtype=np.float64)
-        if v.shape != (n_items,):
-            raise RecompareError(
-                f"item_weights has shape {v.shape}, expected one weight per item ({n_items})")
-        if not np.isfinite(v).all() or (v <= 0).any():
-            raise RecompareError("item_weights must be finite and > 0")
-        return v
-
     def _observed_weights(self, matrix: sp.csr_matrix) -> np.ndarray | float:
         """``w_ui`` in the matrix's storage order, or a scalar when constant."""
         if self.weighting == "constant":
@@ -267,13 +199,13 @@ class WALS(FactorModel):
     # ----------------------------------------------------------------- fit
     def check(self, dataset) -> None:
         """Validate hyperparameters and training data without fitting (clear errors)."""
-        self._validate()
+        validate(self)
         train = dataset.train
         if train is None or train.nnz == 0:
             raise RecompareError("the training matrix is empty: nothing to fit")
         if not np.isfinite(train.data).all():
             raise RecompareError("training values contain NaN or infinity")
-        self.item_weight_ = self._item_weight_vector(train)
+        self.item_weight_ = item_weight_vector(self.item_weights, train)
         self._observed_weights(train)
 
     def fit(
