@@ -14,7 +14,7 @@ from recompare.models import KINDS, load_model, model_class
 
 #: small, fast hyperparameters per kind (kinds not listed use their defaults)
 FAST = {
-    "wals": {"factors": 8, "iterations": 3},
+    "wals": {"dim": 8, "iterations": 3},
     "softmax": {"dim": 8, "hidden": (16,), "epochs": 2, "batch_size": 32, "patience": 0},
     "random": {"factors": 8},
 }
