@@ -98,3 +98,16 @@ def test_empty_training_matrix_is_refused():
     ds = ds.replace(interactions=sp.csr_matrix((1, 1), dtype=np.float32))
     with pytest.raises(RecompareError, match="empty"):
         Popularity().fit(ds)
+
+
+def test_new_user_count_checks_its_inputs():
+    from recompare.models.base import n_new_users
+
+    features = __import__("pandas").DataFrame({"f": [1, 2, 3]})
+    assert n_new_users(sp.csr_matrix((3, 4)), None) == 3
+    assert n_new_users(None, features) == 3
+    assert n_new_users(sp.csr_matrix((3, 4)), features) == 3
+    with pytest.raises(RecompareError, match="2 rows but features have 3"):
+        n_new_users(sp.csr_matrix((2, 4)), features)
+    with pytest.raises(RecompareError, match="history or features"):
+        n_new_users(None, None)

@@ -132,3 +132,25 @@ def test_bundled_planted_data_random_folds_far_more_than_popularity_by_group(bun
     pop = out["models"]["popularity-by-group"]["protocols"]["weak"]["folding"]
     assert rand["excess_leakage@10"] > 0.5
     assert pop["excess_leakage@10"] < 0.05
+
+
+def test_results_keys_are_the_documented_ones(results):
+    from recompare.evaluate import Evaluation, Folding, ProtocolResult
+    from recompare.evaluate.results import ModelResult, SpuriousItem, Unsupported
+
+    assert set(results) == set(Evaluation.__annotations__)
+    for entry in results["models"].values():
+        assert set(entry) == set(ModelResult.__annotations__)
+        for result in entry["protocols"].values():
+            kind = Unsupported if result["status"] == "unsupported" else ProtocolResult
+            assert kind.__required_keys__ <= set(result)
+            assert set(result) <= kind.__required_keys__ | kind.__optional_keys__
+            if "folding" not in result:
+                continue
+            folding = result["folding"]
+            named = {key for key in folding if "@" not in key}
+            assert named == set(Folding.__annotations__)
+            prefixes = {key.split("@")[0] for key in folding if "@" in key}
+            assert prefixes == {"leakage", "leakage_queries", "excess_leakage", "spurious"}
+            for item in folding["spurious"]:
+                assert set(item) == set(SpuriousItem.__annotations__)
