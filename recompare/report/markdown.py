@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..evaluate.metrics import METRICS
-from .tables import fmt
+from .formatting import fmt
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -6,9 +6,8 @@ nothing here prints.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from ..evaluate.metrics import METRICS
+from .formatting import fmt
 
 #: short column headers for the metric names used in the JSON and docs
 HEADERS = {
@@ -22,15 +21,6 @@ HEADERS = {
     "leakage": "leakage",
     "excess_leakage": "excess",
 }
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number as the tables show it; ``-`` for missing values."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _best(results: dict, protocol: str, key: str, section: str = "metrics") -> float | None:
