@@ -1,4 +1,9 @@
-"""Timing and memory helpers shared by the benchmarks."""
+"""Timing and memory helpers shared by the benchmarks.
+
+The memory probe here (:func:`measure`) trims the heap and resets the kernel's peak
+counter, process-wide: benchmarks only. Library code measures read-only with
+:func:`recompare.compare.cost.measure_cost`.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -47,7 +52,8 @@ def reset_peak_rss() -> bool:
 
 @contextlib.contextmanager
 def measure() -> Iterator[dict]:
-    """Measure wall time and the peak RSS increase over the RSS at entry.
+    """Measure wall time and the peak RSS increase over the RSS at entry (benchmarks only:
+    it calls ``malloc_trim`` and writes ``/proc/self/clear_refs``).
 
     Yields a dict filled on exit with ``seconds``, ``peak_rss_bytes`` (absolute peak)
     and ``peak_extra_bytes`` (peak minus RSS at entry).

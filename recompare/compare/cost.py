@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -71,7 +71,7 @@ class _PeakSampler:
         while not self._stop.wait(self._interval):
             self.peak = max(self.peak, _resident_bytes())
 
-    def __enter__(self) -> _PeakSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -45,6 +45,10 @@ def _with_runtime_params(variant: Variant, dataset: Any, threads: int) -> Varian
     return dataclasses.replace(variant, params=params)
 
 
+def _quick(variant: Variant) -> Variant:
+    return dataclasses.replace(variant, params={**variant.params, **quick_params(variant.kind)})
+
+
 def _train(variant: Variant, dataset: Any, emit: Callback) -> tuple[Any, ModelRecord]:
     """Fit one variant, forwarding its progress events, and record what it cost."""
     from ..models import model_class
@@ -138,12 +142,7 @@ def run_comparison(
     variants = variants or default_variants(quick, seed)
     ks = tuple(sorted(set(ks) | {10, 20}))
     _warm_up()
-    runs = []
-    for variant in variants:
-        if quick:
-            variant = dataclasses.replace(
-                variant, params={**variant.params, **quick_params(variant.kind)})
-        runs.append(_with_runtime_params(variant, dataset, threads))
+    runs = [_with_runtime_params(_quick(v) if quick else v, dataset, threads) for v in variants]
     models: dict[str, Any] = {}
     info: dict[str, ModelRecord] = {}
     for number, variant in enumerate(runs, 1):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..report.formatting import fmt_bytes
 from ..report.formatting import fmt as _fmt_number
+from ..report.formatting import fmt_bytes
 from .results import ComparisonResults, ModelRecord, TableRow
 
 #: relative differences below this are reported as "on par"

@@ -23,6 +23,12 @@ HEADERS = {
 }
 
 
+def succeeded(results: dict, protocol: str) -> dict[str, dict]:
+    """The models evaluated under ``protocol``: name -> that protocol's result."""
+    return {name: entry["protocols"][protocol] for name, entry in results["models"].items()
+            if entry["protocols"].get(protocol, {}).get("status") == "ok"}
+
+
 def _best(results: dict, protocol: str, key: str, section: str = "metrics") -> float | None:
     values = []
     for entry in results["models"].values():
@@ -112,8 +118,7 @@ def folding_tables(results: dict, top: int = 5) -> list:
     ks = results["ks"]
     names = results.get("group_names") or []
     for protocol in results["protocols"]:
-        ok = {m: e["protocols"][protocol] for m, e in results["models"].items()
-              if e["protocols"].get(protocol, {}).get("status") == "ok"}
+        ok = succeeded(results, protocol)
         if not ok:
             continue
         table = Table(title=f"Folding ({protocol})", title_justify="left", header_style="bold")
