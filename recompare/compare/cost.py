@@ -35,11 +35,16 @@ except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
     _PAGE_BYTES = 4096
 
 
-def _resident_bytes() -> int:
-    """Resident set size now; 0 where ``/proc`` is unavailable."""
+def _resident_bytes(statm: int | None = None) -> int:
+    """Resident set size now; 0 where ``/proc`` is unavailable. ``statm`` is an open
+    descriptor of ``/proc/self/statm`` to read again (cheaper than opening it)."""
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE_BYTES
+        if statm is None:
+            with open("/proc/self/statm", "rb") as handle:
+                text = handle.read()
+        else:
+            text = os.pread(statm, 256, 0)
+        return int(text.split()[1]) * _PAGE_BYTES
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -68,8 +73,15 @@ class _PeakSampler:
                                         daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, _resident_bytes())
+        try:
+            statm = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            return  # no /proc: the high-water mark and the final reading remain
+        try:
+            while not self._stop.wait(self._interval):
+                self.peak = max(self.peak, _resident_bytes(statm))
+        finally:
+            os.close(statm)
 
     def __enter__(self) -> Self:
         self._thread.start()
