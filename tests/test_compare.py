@@ -228,7 +228,7 @@ def test_measure_cost_stops_its_sampler_when_the_body_raises():
     with pytest.raises(ValueError), measure_cost() as cost:
         raise ValueError("boom")
     assert threading.active_count() == threads_before
-    assert set(cost) == {"seconds", "peak_extra_bytes"}
+    assert set(cost) == {"seconds", "peak_rss_bytes", "peak_extra_bytes"}
 
 
 def test_the_recorder_sees_the_benchmark_probe(monkeypatch):

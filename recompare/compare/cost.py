@@ -35,7 +35,7 @@ except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
     _PAGE_BYTES = 4096
 
 
-def _resident_bytes(statm: int | None = None) -> int:
+def resident_bytes(statm: int | None = None) -> int:
     """Resident set size now; 0 where ``/proc`` is unavailable. ``statm`` is an open
     descriptor of ``/proc/self/statm`` to read again (cheaper than opening it)."""
     try:
@@ -49,7 +49,7 @@ def _resident_bytes(statm: int | None = None) -> int:
         return 0
 
 
-def _high_water_bytes() -> int:
+def high_water_bytes() -> int:
     """The kernel's peak resident set size of this process (read, never reset)."""
     try:
         with open("/proc/self/status") as status:
@@ -66,7 +66,7 @@ class _PeakSampler:
     """Keeps the largest resident set size seen, read every ``interval`` seconds."""
 
     def __init__(self, interval: float) -> None:
-        self.peak = _resident_bytes()
+        self.peak = resident_bytes()
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recompare-peak-memory",
@@ -79,7 +79,7 @@ class _PeakSampler:
             return  # no /proc: the high-water mark and the final reading remain
         try:
             while not self._stop.wait(self._interval):
-                self.peak = max(self.peak, _resident_bytes(statm))
+                self.peak = max(self.peak, resident_bytes(statm))
         finally:
             os.close(statm)
 
@@ -90,15 +90,16 @@ class _PeakSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _resident_bytes())
+        self.peak = max(self.peak, resident_bytes())
 
 
 @contextlib.contextmanager
 def measure_cost(interval: float = SAMPLE_INTERVAL) -> Iterator[dict[str, float]]:
     """Measure the wall time and peak memory increase of the body, read-only.
 
-    Yields a dict filled on exit with ``seconds`` and ``peak_extra_bytes``: the
-    largest resident set size during the body minus the size at its start. When the
+    Yields a dict filled on exit with ``seconds``, ``peak_rss_bytes`` (the largest
+    resident set size during the body) and ``peak_extra_bytes`` (that minus the size
+    at its start). When the
     body sets a new high-water mark for the process, that exact kernel figure is the
     peak; otherwise it is the largest of the samples taken every ``interval`` seconds
     (a spike shorter than that may be missed). The sampler thread is stopped and
@@ -106,8 +107,8 @@ def measure_cost(interval: float = SAMPLE_INTERVAL) -> Iterator[dict[str, float]
     """
     result: dict[str, float] = {}
     gc.collect()  # count the body's garbage, not the garbage of earlier work
-    base = _resident_bytes()
-    high_water_before = _high_water_bytes()
+    base = resident_bytes()
+    high_water_before = high_water_bytes()
     start = time.perf_counter()
     try:
         with _PeakSampler(interval) as sampler:
@@ -115,9 +116,10 @@ def measure_cost(interval: float = SAMPLE_INTERVAL) -> Iterator[dict[str, float]
     finally:
         result["seconds"] = time.perf_counter() - start
         peak = sampler.peak
-        high_water = _high_water_bytes()
+        high_water = high_water_bytes()
         if high_water > high_water_before:  # the body's peak is the process's new record
             peak = max(peak, high_water)
+        result["peak_rss_bytes"] = peak
         result["peak_extra_bytes"] = max(0, peak - base)
 
 
