@@ -337,6 +337,7 @@ def test_cold_and_strong_protocols(data):
     ({"hidden": (0,)}, "hidden sizes"),
     ({"loss": "softmax"}, "loss must be"),
     ({"dropout": 1.0}, "dropout"),
+    ({"patience": -1}, "patience must be a positive integer or None"),
 ])
 def test_bad_parameters_give_clear_errors(data, params, message):
     with pytest.raises(RecompareError, match=message):
@@ -349,6 +350,40 @@ def test_user_features_requested_without_any():
         SoftmaxDNN(features=("history", "user")).fit(ds)
     model = SoftmaxDNN(**FAST).fit(ds)  # auto: history only
     assert model.fit_info_["features"] == ["history"]
+
+
+
+def test_patience_none_trains_every_epoch_and_zero_means_none(data):
+    """None is "no early stopping"; the old spelling 0 still means it, with a warning."""
+    params = dict(FAST, epochs=4, validation_fraction=0.2, lr=0.5)  # lr: validation wobbles
+    off = SoftmaxDNN(**params).fit(data)
+    assert off.fit_info_["epochs_run"] == 4 and not off.fit_info_["stopped_early"]
+    assert all(h["validation_recall"] is not None for h in off.fit_info_["history"])
+    with pytest.warns(FutureWarning, match="patience=None"):
+        zero = SoftmaxDNN(**{**params, "patience": 0}).fit(data)
+    assert np.array_equal(zero.item_embeddings(), off.item_embeddings())
+
+
+def test_early_stopping_restores_the_best_epoch(data):
+    params = {**FAST, "epochs": 30, "validation_fraction": 0.2, "patience": 1, "lr": 0.05}
+    model = SoftmaxDNN(**params).fit(data)
+    info = model.fit_info_
+    vals = [h["validation_recall"] for h in info["history"]]
+    assert info["best_epoch"] == 1 + int(np.argmax(vals))
+    assert info["best_validation_recall"] == max(vals)
+    assert info["stopped_early"] and info["epochs_run"] == info["best_epoch"] + 1 < 30
+    # epochs replay from the seed alone: the restored model is the one trained to best_epoch
+    best = SoftmaxDNN(**{**params, "epochs": info["best_epoch"], "patience": None}).fit(data)
+    assert np.array_equal(model.item_embeddings(), best.item_embeddings())
+
+
+def test_fit_restores_the_thread_count(data):
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    seen = []
+    SoftmaxDNN(**{**FAST, "epochs": 1, "threads": wanted}).fit(
+        data, callback=lambda event: seen.append(torch.get_num_threads()))
+    assert set(seen) == {wanted} and torch.get_num_threads() == before
 
 
 # ----------------------------------------------------------------------- CLI
@@ -365,6 +400,29 @@ def test_cli_trains_saves_and_reports_json(data, tmp_path):
     assert load_model(out, data).item_embeddings().shape == (data.n_items, 8)
     again = CliRunner().invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o", str(out)])
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_cli_defaults_are_the_estimators(data, tmp_path):
+    """Every train-dnn option that mirrors a parameter defaults to the estimator's value,
+    and --patience 0 (no early stopping) reaches the model as None."""
+    import inspect
+
+    from recompare.commands.train_dnn import train_dnn
+
+    signature = inspect.signature(SoftmaxDNN.__init__).parameters
+    options = {p.name: p.default for p in train_dnn.params if p.name in signature}
+    assert len(options) >= 17
+    for name, default in options.items():
+        expected = signature[name].default
+        if name == "hidden":
+            expected = ",".join(map(str, expected))
+        assert default == expected, name
+    data.save(tmp_path / "ds")
+    result = CliRunner().invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o",
+                                       str(tmp_path / "m"), "--epochs", "1", "--dim", "8",
+                                       "--patience", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["params"]["patience"] is None
 
 
 @pytest.mark.parametrize("args,message", [
