@@ -20,14 +20,14 @@ from recompare.data.synth import planted
 from recompare.errors import RecompareError
 from recompare.evaluate.protocols import evaluate
 from recompare.models import load_model, softmax_training
-from recompare.models.sampling import NegativeSampler
-from recompare.models.softmax import (
-    SoftmaxDNN,
+from recompare.models.sampling import (
+    NegativeSampler,
     full_softmax_loss,
     gravity_penalty,
     mask_accidental_hits,
     sampled_softmax_loss,
 )
+from recompare.models.softmax import SoftmaxDNN
 from recompare.models.softmax_training import batch_loss, make_optimizers
 from recompare.models.tower import Batch, FeatureSchema, QueryTower, mask_history
 

@@ -33,15 +33,7 @@ from .._jsonutil import json_default
 from .._threads import torch_threads
 from ..errors import RecompareError
 from .base import MODEL_FILE, Callback, Recommender, read_model_json
-from .sampling import (
-    NegativeSampler,
-    full_softmax_loss,
-    gravity_penalty,
-    mask_accidental_hits,
-    multi_positive_nll,
-    positives_only_loss,
-    sampled_softmax_loss,
-)
+from .sampling import NegativeSampler
 from .softmax_training import (
     STATE_FILE,
     VALIDATION_K,
@@ -501,12 +493,4 @@ class SoftmaxDNN(Recommender):
 
 
 
-__all__ = [
-    "SoftmaxDNN",
-    "full_softmax_loss",
-    "gravity_penalty",
-    "mask_accidental_hits",
-    "multi_positive_nll",
-    "positives_only_loss",
-    "sampled_softmax_loss",
-]
+__all__ = ["SoftmaxDNN"]
