@@ -89,13 +89,13 @@ def _rows_without_training(fitted, data, arrays: dict) -> dict | None:
             return None
         users = np.flatnonzero(~arrays["query_embeddings"].any(axis=1))
         rows = "zero (absent); pass --dataset to fill them by fold-in"
-        return {"count": int(len(users)), "rows": rows} if len(users) else None
+        return {"count": len(users), "rows": rows} if len(users) else None
     users = np.flatnonzero(np.diff(data.train.indptr) == 0)
     if not len(users):
         return None
     if fitted.kind != "wals":
         served = {"softmax": "the query tower on their features, with an empty history"}
-        return {"count": int(len(users)),
+        return {"count": len(users),
                 "rows": served.get(fitted.kind, "as the model serves a user with no history")}
     import scipy.sparse as sp
 
@@ -113,7 +113,7 @@ def _rows_without_training(fitted, data, arrays: dict) -> dict | None:
     if has_history < len(users):
         rows += (f", the average of similar training users for the "
                  f"{len(users) - has_history:,} without one")
-    return {"count": int(len(users)), "rows": rows}
+    return {"count": len(users), "rows": rows}
 
 
 COMMANDS = [export]

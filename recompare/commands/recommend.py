@@ -173,8 +173,10 @@ def _group_name(dataset, code: int) -> str:
 def _item_fields(dataset, item: int) -> dict:
     title = ""
     if dataset.item_info is not None and "title" in dataset.item_info.columns:
+        import pandas as pd
+
         value = dataset.item_info["title"].iloc[item]
-        title = "" if value is None or value != value else str(value)  # NaN -> ""
+        title = "" if pd.isna(value) else str(value)
     group = ""
     if dataset.item_groups is not None:
         group = _group_name(dataset, int(dataset.item_groups[item]))
