@@ -126,3 +126,22 @@ def test_cli_output_honours_columns_when_piped(tmp_path_factory, monkeypatch, co
     width = int(columns) if columns else 120  # piped without $COLUMNS: 120
     assert max(len(line) for line in result.stdout.splitlines()) <= width
     assert "other" in result.stdout
+
+
+def test_folding_map_legend_names_only_present_groups_and_greys_the_rest():
+    from recompare.report.plots import MAP_COLOURED_GROUPS, folding_map
+
+    data = split(planted(n_users=300, n_items=200, n_groups=12, seed=6), "both", seed=0)
+    # two groups without any item or user left: they must not appear in the legend
+    groups = np.where(np.isin(data.item_groups, (10, 11)), 0, data.item_groups)
+    data = data.replace(item_groups=groups, user_groups=None)
+    fig = folding_map({"pop": Popularity().fit(data)}, data, seed=0)
+    (legend,) = fig.legends
+    labels = [text.get_text() for text in legend.get_texts()]
+    names = set(data.group_names)
+    coloured = [label for label in labels if label in names]
+    assert len(coloured) == MAP_COLOURED_GROUPS
+    assert "2 other groups" in labels
+    assert not {data.group_names[10], data.group_names[11]} & set(labels)
+    grey = legend.get_title().get_text()
+    assert grey.startswith("grey: ") and len(grey.split(", ")) == 2
