@@ -25,7 +25,7 @@ def paths(tmp_path_factory):
                          seed=5), "both", seed=1)
     data.save(root / "data")
     WALS(dim=8, iterations=4, threads=1).fit(data).save(root / "wals")
-    SoftmaxDNN(epochs=1, patience=0, validation_fraction=0.0, threads=1, hidden=(16,), dim=8,
+    SoftmaxDNN(epochs=1, patience=None, validation_fraction=0.0, threads=1, hidden=(16,), dim=8,
                batch_size=64).fit(data).save(root / "dnn")
     return root
 
