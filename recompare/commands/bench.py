@@ -5,12 +5,13 @@ import click
 
 from ..cli import echo_json, json_option, stderr_console
 
-SUITES = ("wals", "dnn", "eval", "scaling")
+SUITES = ("wals", "dnn", "eval", "scaling", "data")
 _MODULES = {
     "wals": "recompare.bench.wals",
     "dnn": "recompare.bench.dnn",
     "eval": "recompare.bench.evaluation",
     "scaling": "recompare.bench.scaling",
+    "data": "recompare.bench.data",
 }
 
 
