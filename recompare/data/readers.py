@@ -34,6 +34,8 @@ TIME_ALIASES = ("timestamp", "time", "ts", "datetime", "date", "event_time", "cr
 SNIFF_BYTES = 1 << 16
 # rows per chunk when reading a delimited log: ~100 MB of text for a typical log line
 CHUNK_ROWS = 2_000_000
+# bytes read at a time when translating a multi-character separator
+TRANSLATE_BYTES = 1 << 22
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -124,12 +126,12 @@ class _SeparatorStream(io.RawIOBase):
     the whole file into memory.
     """
 
-    def __init__(self, path: Path, sep: bytes, block: int = 1 << 22) -> None:
+    def __init__(self, path: Path, sep: bytes) -> None:
         super().__init__()
         self._path = path
         self._handle: BinaryIO = open(path, "rb")
         self._sep = sep
-        self._block = block
+        self._block = TRANSLATE_BYTES
         self._pending = b""
         self._carry = b""
 

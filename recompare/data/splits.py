@@ -229,15 +229,14 @@ def _global_time_parts(dataset: Dataset, matrix: sp.csr_matrix, cutoff: float | 
                        options: dict) -> _Parts:
     """One cutoff time for everyone: test for returning users, fold-in/held-out for new."""
     stamps = _aligned_timestamps(dataset, matrix, "temporal-global")
-    cutoff_time = _cutoff_seconds(cutoff, stamps)
+    cutoff_time, share = _cutoff_seconds(cutoff, stamps)
     n_users = matrix.shape[0]
     row_of = np.repeat(np.arange(n_users), np.diff(matrix.indptr))
     after = stamps >= cutoff_time
     if after.all() or not after.any():
-        raise RecompareError(
-            f"the temporal-global split leaves nothing to {'train on' if after.all() else 'evaluate'}: "
-            f"no interaction is {'before' if after.all() else 'at or after'} the cutoff "
-            f"{_iso(cutoff_time)}")
+        missing, side = ("train on", "before") if after.all() else ("evaluate", "at or after")
+        raise RecompareError(f"the temporal-global split leaves nothing to {missing}: no "
+                             f"interaction is {side} the cutoff {_iso(cutoff_time)}")
     known = np.bincount(row_of[~after], minlength=n_users) > 0
     new_users = np.flatnonzero(~known & (np.bincount(row_of, minlength=n_users) > 0))
     # earliest first, ties broken by the random key: new users fold in their first steps
@@ -245,14 +244,15 @@ def _global_time_parts(dataset: Dataset, matrix: sp.csr_matrix, cutoff: float | 
     foldin, heldout = _foldin_and_heldout(matrix, new_users, foldin_fraction, rank, rng)
     options.update(cutoff=_iso(cutoff_time), cutoff_time=int(cutoff_time),
                    foldin_fraction=float(foldin_fraction))
-    if not isinstance(cutoff, str):
-        options["cutoff_fraction"] = float(cutoff)
+    if share is not None:
+        options["cutoff_fraction"] = share
     return _Parts(test=after & known[row_of], foldin=foldin, heldout=heldout,
                   heldout_users=new_users)
 
 
-def _cutoff_seconds(cutoff: float | str, stamps: np.ndarray) -> int:
-    """Epoch seconds of a cutoff given as a share of interactions or as a UTC date."""
+def _cutoff_seconds(cutoff: float | str, stamps: np.ndarray) -> tuple[int, float | None]:
+    """Epoch seconds of a cutoff given as a share of interactions (also returned) or as a
+    UTC date (share None)."""
     if isinstance(cutoff, str):
         try:
             share = float(cutoff)
@@ -265,13 +265,14 @@ def _cutoff_seconds(cutoff: float | str, stamps: np.ndarray) -> int:
                 raise RecompareError(f"--cutoff {cutoff!r} is neither a share in (0, 1) nor a "
                                      "date such as 2015-01-01") from None
             moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment
-            return int((moment - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1))
+            return int((moment - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)), None
         cutoff = share
     if not 0.0 < cutoff < 1.0:
         raise RecompareError(f"--cutoff as a share of interactions must be in (0, 1), got "
                              f"{cutoff}")
     ordered = np.sort(stamps)
-    return int(ordered[min(int(np.floor(cutoff * len(ordered))), len(ordered) - 1)])
+    position = min(int(np.floor(cutoff * len(ordered))), len(ordered) - 1)
+    return int(ordered[position]), float(cutoff)
 
 
 def _iso(seconds: int) -> str:
