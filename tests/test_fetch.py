@@ -40,7 +40,7 @@ class Server:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            def do_GET(self) -> None:
                 name = self.path.lstrip("/")
                 server.requests.append({"path": name, "range": self.headers.get("Range")})
                 if name not in server.files:

@@ -88,9 +88,9 @@ def _check_output(out: str, overwrite: bool) -> None:
                              "--overwrite")
 
 
-def _split_save_report(dataset, out: str, title: str, split_kind: str, test_fraction: float,
-                       last_n: int | None, cutoff: str | None, heldout_fraction: float,
-                       foldin_fraction: float, random_state: int, overwrite: bool,
+def _split_save_report(dataset, out: str, title: str, random_state: int, split_kind: str,
+                       test_fraction: float, last_n: int | None, cutoff: str | None,
+                       heldout_fraction: float, foldin_fraction: float, overwrite: bool,
                        as_json: bool) -> None:
     """Split (unless ``none``), save OUT atomically, log it and report the summary."""
     if split_kind != "none":
@@ -149,7 +149,7 @@ def _report(dataset, out: str | None, as_json: bool, title: str) -> None:
 def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_user: float,
           cross_group_rate: float, zipf_exponent: float, n_tastes: int,
           taste_concentration: float, background_share: float, feature_noise: float,
-          random_state: int, overwrite: bool, **split_args: Any) -> None:
+          random_state: int, **options: Any) -> None:
     """Generate planted-group data (groups, Zipf popularity, latent tastes) into OUT.
 
     Users interact mostly with their own group's items; --cross-group-rate of
@@ -165,7 +165,7 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
     """
     from ..data.synth import planted
 
-    _check_output(out, overwrite)
+    _check_output(out, options["overwrite"])
     console = stderr_console()
     with console.status("generating planted data"):
         dataset = planted(n_users=n_users, n_items=n_items, n_groups=n_groups,
@@ -174,8 +174,7 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
                           n_tastes=n_tastes, taste_concentration=taste_concentration,
                           background_share=background_share, feature_noise=feature_noise,
                           seed=random_state)
-        _split_save_report(dataset, out, f"planted data set {out}", random_state=random_state,
-                           overwrite=overwrite, **split_args)
+        _split_save_report(dataset, out, f"planted data set {out}", random_state, **options)
 
 
 @data_group.command("prepare")
@@ -225,7 +224,7 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
                     feature_cols: str | None,
                     min_rating: float | None, duplicates: str, min_user_interactions: int,
                     min_item_interactions: int, chunk_rows: int, random_state: int,
-                    overwrite: bool, **split_args: Any) -> None:
+                    **options: Any) -> None:
     """Load a MovieLens folder or an interaction log, apply policies, split, save to OUT.
 
     Nothing is dropped unless asked: --min-rating, --min-user-interactions and
@@ -243,7 +242,7 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
     """
     from ..data.loaders import prepare
 
-    _check_output(out, overwrite)
+    _check_output(out, options["overwrite"])
     console = stderr_console()
     features = None
     if feature_cols is not None:
@@ -257,8 +256,7 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
             duplicates=duplicates, min_user_interactions=min_user_interactions,
             min_item_interactions=min_item_interactions, chunk_rows=chunk_rows,
             callback=_progress(console))
-        _split_save_report(dataset, out, f"prepared data set {out}", random_state=random_state,
-                           overwrite=overwrite, **split_args)
+        _split_save_report(dataset, out, f"prepared data set {out}", random_state, **options)
 
 
 @data_group.command("mirror")
@@ -274,7 +272,7 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
                    "by popularity.")
 @all_split_options
 def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire: str,
-                   random_state: int, overwrite: bool, **split_args: Any) -> None:
+                   random_state: int, **options: Any) -> None:
     """Copy a prepared data set into k relabelled copies ("languages") and save to OUT.
 
     Copy k holds every user and item with ids prefixed "c<k>:"; its users see
@@ -289,19 +287,17 @@ def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire
     from ..data.dataset import Dataset
     from ..data.synth import mirror
 
-    _check_output(out, overwrite)
+    _check_output(out, options["overwrite"])
     dataset = mirror(Dataset.load(source), copies=copies, cross_rate=cross_rate, seed=random_state,
                      rewire=rewire)
-    _split_save_report(dataset, out, f"mirrored data set {out}", random_state=random_state,
-                       overwrite=overwrite, **split_args)
+    _split_save_report(dataset, out, f"mirrored data set {out}", random_state, **options)
 
 
 @data_group.command("split")
 @click.argument("source", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=True, file_okay=False))
 @all_split_options
-def split_command(source: str, out: str, random_state: int, overwrite: bool,
-                  **split_args: Any) -> None:
+def split_command(source: str, out: str, random_state: int, **options: Any) -> None:
     """Re-split a saved data set (its interactions) and save the result to OUT.
 
     The ids, groups, features and interactions are kept; only the split
@@ -315,10 +311,9 @@ def split_command(source: str, out: str, random_state: int, overwrite: bool,
     """
     from ..data.dataset import Dataset
 
-    _check_output(out, overwrite)
+    _check_output(out, options["overwrite"])
     dataset = Dataset.load(source).replace(split=None)
-    _split_save_report(dataset, out, f"data set {out}", random_state=random_state,
-                       overwrite=overwrite, **split_args)
+    _split_save_report(dataset, out, f"data set {out}", random_state, **options)
 
 
 @data_group.command("fetch")

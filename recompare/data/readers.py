@@ -129,7 +129,8 @@ class _SeparatorStream(io.RawIOBase):
     def __init__(self, path: Path, sep: bytes) -> None:
         super().__init__()
         self._path = path
-        self._handle: BinaryIO = open(path, "rb")
+        # closed in close(): the stream outlives this call, as any open file handed to pandas
+        self._handle: BinaryIO = open(path, "rb")  # noqa: SIM115
         self._sep = sep
         self._block = TRANSLATE_BYTES
         self._pending = b""
