@@ -20,6 +20,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,25 +243,17 @@ class Dataset:
         cached = self.__dict__.get("_fingerprint")
         if cached is not None:
             return cached
-        h = hashlib.sha256()
-        for idmap in (self.users, self.items):
-            h.update("\x1f".join(idmap.ids.tolist()).encode())
-            h.update(b"\x1e")
+        digest = hashlib.sha256()
+        split = self.split
+        for chunk in _fingerprint_head(self.users, self.items, split.kind if split else None):
+            digest.update(chunk)
         mats = [self.interactions]
-        if self.split is not None:
-            h.update(self.split.kind.encode())
-            mats += [self.split.train, self.split.test, self.split.foldin, self.split.heldout]
-        for m in mats:
-            if m is None:
-                h.update(b"none")
-                continue
-            for arr in (m.indptr, m.indices, m.data):
-                # hashed in place (little-endian bytes): no copy of big matrices
-                flat = np.ascontiguousarray(arr)
-                if flat.dtype.byteorder == ">":
-                    flat = flat.astype(flat.dtype.newbyteorder("<"))
-                h.update(memoryview(flat).cast("B"))
-        value = h.hexdigest()[:16]
+        if split is not None:
+            mats += [split.train, split.test, split.foldin, split.heldout]
+        for matrix in mats:
+            for chunk in _matrix_chunks(matrix):
+                digest.update(chunk)
+        value = digest.hexdigest()[:16]
         self.__dict__["_fingerprint"] = value
         return value
 
@@ -367,76 +361,163 @@ class Dataset:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dataset:
-        """Read a directory written by :meth:`save` (never unpickles)."""
+        """Read a directory written by :meth:`save` (never unpickles).
+
+        The fingerprint is recomputed while the files are read (on a worker
+        thread, so hashing overlaps reading) and must match ``meta.json``.
+        """
         root = Path(path)
         meta = _read_meta(root)
         try:
             users = pd.read_csv(root / "users.csv", dtype={"id": str}, keep_default_na=False)
             items = pd.read_csv(root / "items.csv", dtype={"id": str}, keep_default_na=False)
-            interactions = as_csr(_load_npz(root / "interactions.npz"))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError) as exc:
             raise RecompareError(f"cannot read data set {root}: {exc}") from None
+        user_map, item_map = IdMap(users["id"].to_numpy()), IdMap(items["id"].to_numpy())
+        split_meta = meta.get("split") or None
         names = tuple(meta.get("groups") or ())
-        code = {n: i for i, n in enumerate(names)}
-
-        def codes(col: pd.Series) -> np.ndarray:
-            return np.array([code.get(v, -1) for v in col.astype(str)], dtype=np.int64)
-
-        item_groups = codes(items["group"]) if "group" in items else None
-        user_groups = codes(users["group"]) if "group" in users else None
-        schema: dict = meta.get("user_features") or {}
-        user_features = None
-        if schema:
-            cols = {}
-            for name, kind in schema.items():
-                series = users[f"feature:{name}"]
-                if kind == "numeric":
-                    cols[name] = pd.to_numeric(series, errors="coerce").astype(np.float32)
-                else:
-                    cols[name] = series.astype(str)
-            user_features = pd.DataFrame(cols)
-        info_cols = [c for c in items.columns if c.startswith("info:")]
-        item_info = (
-            items[info_cols].rename(columns=lambda c: c[5:]).reset_index(drop=True)
-            if info_cols else None
-        )
-        timestamps = None
-        if (root / "timestamps.npz").is_file():
-            timestamps = sp.csr_matrix(_load_npz(root / "timestamps.npz"))
-        split = None
-        if meta.get("split"):
-            parts = {}
-            for name in ("train", "test", "foldin", "heldout"):
-                f = root / f"{name}.npz"
-                parts[name] = as_csr(_load_npz(f)) if f.is_file() else None
-            heldout_users = (
-                np.flatnonzero(users["heldout"].astype(str).str.lower() == "true")
-                if "heldout" in users else np.zeros(0, dtype=np.int64)
-            )
-            split = Split(kind=meta["split"]["kind"], heldout_users=heldout_users,
-                          options=meta["split"].get("options", {}), **parts)
-        extra = {k: v for k, v in meta.items()
-                 if k not in {"format", "version", "fingerprint", "counts", "groups",
-                              "user_features", "split"}}
-        ds = cls(
-            interactions=interactions,
-            users=IdMap(users["id"].to_numpy()),
-            items=IdMap(items["id"].to_numpy()),
-            item_groups=item_groups,
-            user_groups=user_groups,
-            group_names=names,
-            user_features=user_features,
-            item_info=item_info,
-            timestamps=timestamps,
-            split=split,
-            meta=extra,
-        )
-        if meta.get("fingerprint") and meta["fingerprint"] != ds.fingerprint:
+        hasher = _BackgroundHash()
+        try:
+            hasher.feed(_fingerprint_head(user_map, item_map,
+                                          split_meta["kind"] if split_meta else None))
+            interactions, split = _read_matrices(root, split_meta, users, hasher,
+                                                 verified=bool(meta.get("fingerprint")))
+            # read while the worker hashes
+            timestamps = None
+            if (root / "timestamps.npz").is_file():
+                timestamps = sp.csr_matrix(_load_npz(root / "timestamps.npz"))
+            side = _side_data(users, items, names, meta.get("user_features") or {})
+            fingerprint = hasher.hexdigest()[:16]
+        finally:
+            hasher.close()
+        if meta.get("fingerprint") and meta["fingerprint"] != fingerprint:
             raise RecompareError(
-                f"data set {root} is corrupt or was edited: fingerprint {ds.fingerprint} "
+                f"data set {root} is corrupt or was edited: fingerprint {fingerprint} "
                 f"does not match meta.json ({meta['fingerprint']})"
             )
+        ds = cls(interactions=interactions, users=user_map, items=item_map,
+                 group_names=names, timestamps=timestamps, split=split,
+                 meta={k: v for k, v in meta.items() if k not in _META_KEYS}, **side)
+        ds.__dict__["_fingerprint"] = fingerprint
         return ds
+
+
+_META_KEYS = {"format", "version", "fingerprint", "counts", "groups", "user_features", "split"}
+
+
+def _read_matrices(root: Path, split_meta: dict | None, users: pd.DataFrame,
+                   hasher: _BackgroundHash, verified: bool,
+                   ) -> tuple[sp.csr_matrix, Split | None]:
+    """Interactions and split parts, each handed to ``hasher`` as soon as it is read.
+
+    With a fingerprint to verify (``verified``), the matrices are used as
+    saved: any change, canonical form included, fails the check; without
+    one they are brought to canonical form.
+    """
+    def read(name: str) -> sp.csr_matrix | None:
+        path = root / f"{name}.npz"
+        if name != "interactions" and not path.is_file():
+            matrix = None
+        else:
+            try:
+                matrix = _load_npz(path)
+            except (OSError, ValueError, KeyError) as exc:
+                raise RecompareError(f"cannot read data set {root}: {exc}") from None
+            matrix = sp.csr_matrix(matrix) if verified else as_csr(matrix)
+        hasher.feed(_matrix_chunks(matrix))
+        return matrix
+
+    interactions = read("interactions")
+    if not split_meta:
+        return interactions, None
+    parts = {name: read(name) for name in ("train", "test", "foldin", "heldout")}
+    heldout_users = (
+        np.flatnonzero(users["heldout"].astype(str).str.lower() == "true")
+        if "heldout" in users else np.zeros(0, dtype=np.int64)
+    )
+    return interactions, Split(kind=split_meta["kind"], heldout_users=heldout_users,
+                               options=split_meta.get("options", {}), **parts)
+
+
+def _side_data(users: pd.DataFrame, items: pd.DataFrame, names: tuple[str, ...],
+               schema: dict) -> dict[str, Any]:
+    """Groups, user features and item metadata from ``users.csv`` / ``items.csv``."""
+    code = {n: i for i, n in enumerate(names)}
+
+    def codes(col: pd.Series) -> np.ndarray:
+        return np.array([code.get(v, -1) for v in col.astype(str)], dtype=np.int64)
+
+    user_features = None
+    if schema:
+        cols = {}
+        for name, kind in schema.items():
+            series = users[f"feature:{name}"]
+            if kind == "numeric":
+                cols[name] = pd.to_numeric(series, errors="coerce").astype(np.float32)
+            else:
+                cols[name] = series.astype(str)
+        user_features = pd.DataFrame(cols)
+    info_cols = [c for c in items.columns if c.startswith("info:")]
+    item_info = (items[info_cols].rename(columns=lambda c: c[5:]).reset_index(drop=True)
+                 if info_cols else None)
+    return {"item_groups": codes(items["group"]) if "group" in items else None,
+            "user_groups": codes(users["group"]) if "group" in users else None,
+            "user_features": user_features, "item_info": item_info}
+
+
+def _fingerprint_head(users: IdMap, items: IdMap, split_kind: str | None) -> list[bytes]:
+    """The first bytes the fingerprint hashes: the ids, then the split kind."""
+    head = []
+    for idmap in (users, items):
+        head += ["\x1f".join(idmap.ids.tolist()).encode(), b"\x1e"]
+    if split_kind is not None:
+        head.append(split_kind.encode())
+    return head
+
+
+def _matrix_chunks(matrix: sp.csr_matrix | None) -> list:
+    """A matrix's bytes as the fingerprint hashes them (in place: no copy of big arrays)."""
+    if matrix is None:
+        return [b"none"]
+    chunks = []
+    for arr in (matrix.indptr, matrix.indices, matrix.data):
+        flat = np.ascontiguousarray(arr)
+        if flat.dtype.byteorder == ">":
+            flat = flat.astype(flat.dtype.newbyteorder("<"))
+        chunks.append(memoryview(flat).cast("B"))
+    return chunks
+
+
+class _BackgroundHash:
+    """SHA-256 of the chunks fed to it, in order, on a worker thread.
+
+    hashlib releases the GIL on large buffers, so the hash of one file runs
+    while the next is read; :meth:`close` ends the thread (always call it).
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="recompare-fingerprint",
+                                        daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (chunks := self._queue.get()) is not None:
+            for chunk in chunks:
+                self._digest.update(chunk)
+
+    def feed(self, chunks: list) -> None:
+        self._queue.put(chunks)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._digest.hexdigest()
 
 
 def _read_meta(root: Path) -> dict:
