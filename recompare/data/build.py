@@ -16,8 +16,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import RecompareError
-from .dataset import Dataset, IdMap, as_csr
-from .policies import Events, apply_min_rating, k_core, merge_duplicates
+from .dataset import Dataset, IdMap
+from .policies import Events, apply_min_rating, k_core, merge_duplicates, resolve_duplicates
 
 Emit = Callable[[dict], None]
 
@@ -55,16 +55,18 @@ def build(raw: RawData, options: dict, emit: Emit | None = None) -> Dataset:
     if raw.log.empty:
         raise RecompareError(f"{raw.source} has no interactions")
     events, user_ids, item_ids = _events(raw)
-    events = _apply_policies(events, len(item_ids), options, stats, raw.source)
+    # one CSR of event positions finds repeated pairs and, usually, is the final matrix
+    pairs = _pair_matrix(events, (len(user_ids), len(item_ids)))
+    repeated = _has_repeated_pairs(pairs)
+    before = len(events)
+    events = _apply_policies(events, len(item_ids), options, stats, raw.source, repeated)
     emit({"stage": "load", "message": f"{len(events):,} interactions after policies"})
-    events, user_ids, item_ids = _drop_unused_ids(events, user_ids, item_ids)
+    if repeated or len(events) < before:
+        del pairs
+        events, user_ids, item_ids = _drop_unused_ids(events, user_ids, item_ids)
+        pairs = _pair_matrix(events, (len(user_ids), len(item_ids)))
     shape = (len(user_ids), len(item_ids))
-    interactions = as_csr(sp.coo_matrix(
-        (events.value.astype(np.float32), (events.user, events.item)), shape=shape))
-    timestamps = None
-    if events.time is not None:
-        timestamps = sp.csr_matrix((events.time, (events.user, events.item)), shape=shape)
-        timestamps.sort_indices()
+    interactions, timestamps = _matrices(pairs, events)
     item_groups, group_names, item_info = _item_side(raw.item_table, item_ids, stats)
     user_groups, group_names, user_features = _user_side(raw, user_ids, item_groups,
                                                          group_names, stats)
@@ -97,10 +99,15 @@ def _events(raw: RawData) -> tuple[Events, np.ndarray, np.ndarray]:
 
 
 def _apply_policies(events: Events, n_items: int, options: dict, stats: dict,
-                    source: str) -> Events:
-    """Duplicates, minimum rating, zero values, k-core; counts what each removed in ``stats``."""
-    events, stats["duplicates_merged"] = merge_duplicates(
-        events, options.get("duplicates", "sum"), n_items)
+                    source: str, repeated: bool) -> Events:
+    """Duplicates (when there are ``repeated`` pairs), minimum rating, zero values, k-core;
+    counts what each removed in ``stats``."""
+    policy = options.get("duplicates", "sum")
+    if repeated:
+        events, stats["duplicates_merged"] = merge_duplicates(events, policy, n_items)
+    else:
+        resolve_duplicates(policy, True)  # still refuse an unknown policy
+        stats["duplicates_merged"] = 0
     min_rating = options.get("min_rating")
     if min_rating is not None:
         before = len(events)
@@ -126,6 +133,40 @@ def _apply_policies(events: Events, n_items: int, options: dict, stats: dict,
             f"no interactions left after the k-core filter (--min-user-interactions "
             f"{min_user}, --min-item-interactions {min_item})")
     return events
+
+
+def _pair_matrix(events: Events, shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR whose values are event positions, columns sorted in each row, repeated
+    (user, item) pairs kept apart (not summed)."""
+    coo = sp.coo_matrix((np.arange(len(events), dtype=np.int64), (events.user, events.item)),
+                        shape=shape)
+    coo.has_canonical_format = True  # tells tocsr not to sum repeated pairs
+    pairs = coo.tocsr()
+    pairs.sort_indices()
+    return pairs
+
+
+def _has_repeated_pairs(pairs: sp.csr_matrix) -> bool:
+    same = pairs.indices[1:] == pairs.indices[:-1]
+    row_starts = pairs.indptr[1:-1]
+    same[row_starts[(row_starts > 0) & (row_starts < pairs.nnz)] - 1] = False
+    return bool(same.any())
+
+
+def _matrices(pairs: sp.csr_matrix, events: Events,
+              ) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    """Interactions (float32) and timestamps (int64) on the pattern of ``pairs`` (no
+    repeated pairs left): the same arrays ``as_csr`` of a COO matrix gives."""
+    order = pairs.data
+    interactions = sp.csr_matrix((events.value[order].astype(np.float32), pairs.indices,
+                                  pairs.indptr), shape=pairs.shape)
+    interactions.has_canonical_format = True
+    timestamps = None
+    if events.time is not None:
+        timestamps = sp.csr_matrix((events.time[order], pairs.indices.copy(),
+                                    pairs.indptr.copy()), shape=pairs.shape)
+        timestamps.has_sorted_indices = True
+    return interactions, timestamps
 
 
 def _drop_unused_ids(events: Events, user_ids: np.ndarray,
@@ -164,8 +205,7 @@ def _sorted_order(uniques: np.ndarray) -> np.ndarray:
 def _index(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes and sorted unique ids (as strings): numeric order for integer ids."""
     if pd.api.types.is_integer_dtype(ids):
-        codes, uniques = pd.factorize(ids, sort=True)
-        return codes.astype(np.int64), np.asarray(uniques).astype(str)
+        return _index_integers(ids.to_numpy())
     if isinstance(ids.dtype, pd.CategoricalDtype):
         ids = ids.cat.remove_unused_categories()
         codes = ids.cat.codes.to_numpy().astype(np.int64)
@@ -177,6 +217,21 @@ def _index(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return rank[codes], uniques[order].astype(str)
+
+
+def _index_integers(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_index` for integer ids: a presence table when their range is compact (as
+    ids usually are), else a hash factorization."""
+    low, high = int(ids.min()), int(ids.max())
+    span = high - low + 1
+    if span > max(4 * len(ids), 1 << 20):
+        codes, uniques = pd.factorize(ids, sort=True)
+        return codes.astype(np.int64), np.asarray(uniques).astype(str)
+    offset = ids - low
+    present = np.zeros(span, dtype=bool)
+    present[offset] = True
+    code_of = np.cumsum(present, dtype=np.int64) - 1
+    return code_of[offset], (np.flatnonzero(present) + low).astype(str)
 
 
 def _group_codes(groups: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -218,8 +218,7 @@ def read_table(path: str | Path, sep: str | None = None, header: bool | None = N
     if not path.is_file():
         raise RecompareError(f"no such file: {path}")
     if is_parquet(path):
-        frame = read_parquet(path)
-        return (frame.head(nrows) if nrows else frame), 2
+        return read_parquet(path, nrows), 2
     layout = sniff_layout(path, sep, header, encoding, wanted)
     frame = None
     for attempt in (layout.encoding, "latin-1"):
@@ -270,15 +269,20 @@ def read_table_chunks(path: Path, layout: TextLayout, id_columns: Sequence[str],
             source.close()
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
-    """A whole Parquet file (needs pyarrow), with string column names."""
+def read_parquet(path: Path, nrows: int | None = None) -> pd.DataFrame:
+    """A Parquet file (needs pyarrow), or its first ``nrows`` rows, with string column names."""
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow.parquet as pq
     except ImportError:
         raise RecompareError(
             "reading Parquet needs pyarrow: pip install 'recompare[parquet]'") from None
     try:
-        frame = pd.read_parquet(path)
+        if nrows:
+            # a preview reads one batch, not the whole file
+            batch = next(pq.ParquetFile(path).iter_batches(batch_size=nrows), None)
+            frame = batch.to_pandas() if batch is not None else pd.DataFrame()
+        else:
+            frame = pd.read_parquet(path)
     except (OSError, ValueError) as exc:  # pyarrow's errors subclass these
         raise RecompareError(f"cannot read Parquet file {path}: {exc}") from None
     frame.columns = [str(c) for c in frame.columns]
