@@ -84,14 +84,14 @@ def _prepare(path: Path, out: Path) -> None:
     split(prepare(path), "random", seed=0).save(out, overwrite=True)
 
 
-def _raw_arrays(out: Path) -> int:
-    """Read every array of every ``.npz`` of a saved data set (no checks, no objects)."""
-    total = 0
+def _raw_arrays(out: Path) -> list:
+    """Every array of every ``.npz`` of a saved data set, read into memory and kept (as a
+    load keeps them), with no checks and no objects around them."""
+    kept = []
     for npz in sorted(out.glob("*.npz")):
         with np.load(npz, allow_pickle=False) as arrays:
-            for name in arrays.files:
-                total += arrays[name].nbytes
-    return total
+            kept += [arrays[name] for name in arrays.files]
+    return kept
 
 
 def _load(out: Path) -> None:

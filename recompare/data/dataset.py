@@ -57,7 +57,10 @@ class IdMap:
     ids: np.ndarray
 
     def __post_init__(self) -> None:
-        ids = np.asarray(self.ids).astype(str).astype(object)
+        ids = np.asarray(self.ids)
+        # text ids (as read from users.csv) are kept as they are; others become text
+        if ids.dtype != object or pd.api.types.infer_dtype(ids, skipna=False) != "string":
+            ids = ids.astype(str).astype(object)
         object.__setattr__(self, "ids", ids)
         # a hash index, not a dict: built in C, so loading 100k+ ids costs milliseconds
         lookup = pd.Index(ids)
