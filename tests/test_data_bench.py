@@ -21,7 +21,7 @@ def test_tiny_run_reports_both_ratios_and_the_load_ratio():
     assert result["rows"] == bench.SIZES["tiny"]["rows"]
     names = [figure["name"] for figure in result["figures"]]
     assert names[:3] == ["prepare / (pandas read + CSR)", "prepare peak memory / pandas read",
-                         "load / raw array read"]
+                         "load / raw read"]
     for figure in result["figures"][:3]:
         assert figure["value"] > 0 and figure["target"] in (2.0, 3.0)
         assert isinstance(figure["met"], bool)
