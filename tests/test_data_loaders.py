@@ -395,3 +395,11 @@ def test_old_and_future_format_versions(tmp_path):
     meta_path.write_text(json.dumps({**meta, "version": 0}))
     with pytest.raises(RecompareError, match="prepare it again"):
         Dataset.load(tmp_path / "d")
+
+
+def test_double_colon_with_tabs_is_one_clear_error(tmp_path):
+    root = tmp_path / "ml-10m"
+    root.mkdir()
+    (root / "ratings.dat").write_text("1::10::5::978300760\n2::10::\t4::978301968\n")
+    with pytest.raises(RecompareError, match=r"^\S*ratings.dat: separator '::' with tabs"):
+        prepare(root)

@@ -230,6 +230,8 @@ def read_table(path: str | Path, sep: str | None = None, header: bool | None = N
         except UnicodeDecodeError:
             if attempt == "latin-1":
                 raise
+        except RecompareError:
+            raise
         except (pd.errors.ParserError, ValueError) as exc:
             raise _parse_error(path, exc) from None
         finally:
@@ -261,7 +263,7 @@ def read_table_chunks(path: Path, layout: TextLayout, id_columns: Sequence[str],
             yield _named(chunk, path), first_line
             first_line += len(chunk)
     except (pd.errors.ParserError, ValueError) as exc:
-        if isinstance(exc, UnicodeDecodeError):
+        if isinstance(exc, (UnicodeDecodeError, RecompareError)):
             raise
         raise _parse_error(path, exc) from None
     finally:
