@@ -244,7 +244,7 @@ DOCUMENTED_FILES: list[DocumentedFile] = [
 
 _DNN = ["--dim", "8", "--hidden", "none", "--epochs", "2", "--batch-size", "32",
         "--patience", "0"]
-_WALS = ["--factors", "4", "--iterations", "1"]
+_WALS = ["--dim", "4", "--iterations", "1"]
 
 
 def _invoke(args: list[str]):
