@@ -278,6 +278,7 @@ def n_new_users(history: sp.spmatrix | None, features: pd.DataFrame | None) -> i
 def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
                      tuples: Sequence[str] = (), *,
                      keys: Mapping[str, TypeSpec] | None = None,
+                     required: Mapping[str, TypeSpec] | None = None,
                      renamed: Mapping[str, str] | None = None) -> tuple[Recommender, dict]:
     """The start of every family's ``load``: an instance of ``cls`` with the saved
     hyperparameters and the fitted state common to all families, and the parsed
@@ -293,6 +294,8 @@ def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
     keys : mapping of str to type, optional
         The family's own optional keys of ``model.json`` (beyond :data:`MODEL_KEYS`);
         any other key is refused.
+    required : mapping of str to type, optional
+        The family's own required keys of ``model.json``.
     renamed : mapping of str to str, optional
         Parameters saved under an older name: old name -> current name.
 
@@ -311,7 +314,7 @@ def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
         missing, unknown or mistyped key, an unknown parameter or non-positive counts.
     """
     file = own_file(path, MODEL_FILE)
-    meta = read_model_json(path, keys=keys or {})
+    meta = read_model_json(path, keys=keys or {}, required=required)
     if meta["kind"] != cls.kind:
         raise refuse(file, _WHAT, f"holds a '{meta['kind']}' model, not '{cls.kind}'")
     for key in ("n_users", "n_items"):
@@ -364,8 +367,8 @@ _OPTIONAL_KEYS: dict[str, TypeSpec] = {"fit_info": dict}
 _WHAT = "model description"
 
 
-def read_model_json(path: str | os.PathLike,
-                    keys: Mapping[str, TypeSpec] | None = None) -> dict:
+def read_model_json(path: str | os.PathLike, keys: Mapping[str, TypeSpec] | None = None,
+                    required: Mapping[str, TypeSpec] | None = None) -> dict:
     """Parse ``model.json`` of a saved model directory through the guarded reader.
 
     Parameters
@@ -375,6 +378,8 @@ def read_model_json(path: str | os.PathLike,
         The family's optional keys: with it, every key that is neither common
         (:data:`MODEL_KEYS`, ``fit_info``) nor in ``keys`` is refused; without it (to find
         out the kind before the family is known) other keys are let through.
+    required : mapping of str to type, optional
+        The family's required keys, beyond :data:`MODEL_KEYS`.
 
     Raises
     ------
@@ -386,5 +391,6 @@ def read_model_json(path: str | os.PathLike,
     file = own_file(path, MODEL_FILE)
     if not file.exists():
         raise RecompareError(f"{path} is not a saved model (no {MODEL_FILE})")
-    return read_json(file, MODEL_KEYS, {**_OPTIONAL_KEYS, **(keys or {})}, what=_WHAT,
+    return read_json(file, {**MODEL_KEYS, **(required or {})},
+                     {**_OPTIONAL_KEYS, **(keys or {})}, what=_WHAT,
                      allow_unknown=keys is None)

@@ -463,9 +463,16 @@ class SoftmaxDNN(Recommender):
     def load(cls, path: str | os.PathLike) -> SoftmaxDNN:
         """Read a directory written by :meth:`save` through the guarded readers
         (:mod:`.softmax_files`: checked keys and arrays, ``weights_only`` torch load)."""
-        from .softmax_files import SAVED_KEYS, build_tower, load_tower_state, read_schema
+        from .softmax_files import (
+            SAVED_KEYS,
+            SAVED_REQUIRED,
+            build_tower,
+            load_tower_state,
+            read_schema,
+        )
 
-        model, meta = read_saved_model(cls, path, ("hidden", "features"), keys=SAVED_KEYS)
+        model, meta = read_saved_model(cls, path, ("hidden", "features"), keys=SAVED_KEYS,
+                                       required=SAVED_REQUIRED)
         schema, data = read_schema(path, meta, model)
         tower = build_tower(path, model, schema)
         load_tower_state(path, meta, tower)

@@ -24,7 +24,8 @@ from .tower import FeatureSchema, QueryTower
 
 #: model.json keys of the DNN beyond the common ones (state_sha256: absent in models
 #: saved before it was recorded; their state.pt is read without the checksum)
-SAVED_KEYS = {"schema": dict, "features": list, "state_sha256": str}
+SAVED_KEYS = {"features": list, "state_sha256": str}
+SAVED_REQUIRED = {"schema": dict}
 CHECKPOINT_FORMAT = "recompare-softmax-checkpoint"
 _WHAT = "model description"
 
@@ -164,5 +165,5 @@ def _check_optimizer_state(opt: torch.optim.Optimizer, file: Path, what: str, j:
                                              f"its parameter {tuple(param.shape)}")
 
 
-__all__ = ["ARRAYS_FILE", "SAVED_KEYS", "build_tower", "load_tower_state", "read_checkpoint",
+__all__ = ["ARRAYS_FILE", "SAVED_KEYS", "SAVED_REQUIRED", "build_tower", "load_tower_state", "read_checkpoint",
            "read_schema"]
