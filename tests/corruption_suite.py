@@ -201,9 +201,11 @@ DOCUMENTED_FILES: list[DocumentedFile] = [
                    _DATA_READERS),
     *(DocumentedFile("dataset", f"{part}.npz", _npz_damages(_SPARSE, ("data",)), _DATA_READERS)
       for part in ("interactions", "timestamps", "train", "test", "foldin", "heldout")),
-    DocumentedFile("dataset", "users.csv", _csv_damages(("id", "group", "heldout")),
+    # the "group" columns are optional in the format (a data set may group its items but
+    # not its users), so dropping one is not damage that a reader could tell
+    DocumentedFile("dataset", "users.csv", _csv_damages(("id", "heldout", "feature:age")),
                    _DATA_READERS),
-    DocumentedFile("dataset", "items.csv", _csv_damages(("id", "group")), _DATA_READERS),
+    DocumentedFile("dataset", "items.csv", _csv_damages(("id",)), _DATA_READERS),
     # model directories: model.json + arrays.npz (+ state.pt for the DNN)
     DocumentedFile("wals", "model.json",
                    _json_damages(("kind", "params", "n_users", "n_items", "fingerprint"),
