@@ -363,20 +363,12 @@ class Dataset:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dataset:
         """Read a directory written by :meth:`save` (never unpickles)."""
+        from . import checked_read as checked
+
         root = Path(path)
-        meta_path = root / "meta.json"
-        if not meta_path.is_file():
-            raise RecompareError(
-                f"{root} is not a prepared data set (no meta.json); "
-                "run `recompare data prepare` or `recompare data synth` first"
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-            users = pd.read_csv(root / "users.csv", dtype={"id": str}, keep_default_na=False)
-            items = pd.read_csv(root / "items.csv", dtype={"id": str}, keep_default_na=False)
-            interactions = as_csr(_load_npz(root / "interactions.npz"))
-        except (OSError, ValueError, KeyError) as exc:
-            raise RecompareError(f"cannot read data set {root}: {exc}") from None
+        meta = checked.read_meta(root)
+        users, items = checked.read_tables(root, meta)
+        interactions = as_csr(checked.read_matrix(root, "interactions", meta))
         names = tuple(meta.get("groups") or ())
         code = {n: i for i, n in enumerate(names)}
 
@@ -402,14 +394,14 @@ class Dataset:
             if info_cols else None
         )
         timestamps = None
-        if (root / "timestamps.npz").is_file():
-            timestamps = sp.csr_matrix(_load_npz(root / "timestamps.npz"))
+        if checked.has_matrix(root, "timestamps"):
+            timestamps = checked.read_matrix(root, "timestamps", meta, kinds="iuf")
         split = None
         if meta.get("split"):
             parts = {}
             for name in ("train", "test", "foldin", "heldout"):
-                f = root / f"{name}.npz"
-                parts[name] = as_csr(_load_npz(f)) if f.is_file() else None
+                parts[name] = (as_csr(checked.read_matrix(root, name, meta))
+                               if checked.has_matrix(root, name) else None)
             heldout_users = (
                 np.flatnonzero(users["heldout"].astype(str).str.lower() == "true")
                 if "heldout" in users else np.zeros(0, dtype=np.int64)
@@ -438,13 +430,6 @@ class Dataset:
                 f"does not match meta.json ({meta['fingerprint']})"
             )
         return ds
-
-
-def _load_npz(path: Path) -> sp.spmatrix:
-    if not path.is_file():
-        raise RecompareError(f"missing file {path}")
-    # scipy.sparse.load_npz calls np.load(allow_pickle=False)
-    return sp.load_npz(path)
 
 
 def from_interactions(
