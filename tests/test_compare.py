@@ -96,6 +96,18 @@ def test_measurements_are_recorded(results):
     assert wals["serving"]["known"]["p50_ms"] > 0
     assert wals["serving"]["memory_bytes"] > 0
     assert "fresh" in results["models"]["DNN"]["serving"]
+    # like with like: both paths for both families, on one thread, in >= 3 rounds
+    for name in ("WALS", "DNN"):
+        serving = results["models"][name]["serving"]
+        assert serving["threads"] == 1 and serving["rounds"] >= 3
+        for index in ("exact", "ann"):  # the test set-up installs the faiss extra
+            for path in ("static", "computed"):
+                figure = serving["latency"]["paths"][index][path]
+                assert len(figure["rounds_p50_ms"]) == serving["rounds"]
+                assert figure["threads"] == 1
+        assert 0 <= serving["latency"]["paths"]["ann"]["static"]["recall"] <= 1
+    # ANN only for the two family defaults the verdict compares
+    assert "ann" not in results["models"]["popularity"]["serving"]["latency"]["paths"]
     scaling = results["scaling"]["families"]
     assert set(scaling) == {"wals", "dnn"}
     nnz = [p["nnz"] for p in scaling["wals"]["points"]]
@@ -118,6 +130,48 @@ def test_verdicts_follow_the_numbers(results):
     assert comparison_table(changed)[0]["verdict"].startswith("DNN better")
     _set_recall(changed, "DNN", 0.305)
     assert comparison_table(changed)[0]["verdict"].startswith("on par")
+
+
+def _set_p50(results, model, index, path, rounds):
+    figure = results["models"][model]["serving"]["latency"]["paths"][index][path]
+    figure.update(rounds_p50_ms=rounds, p50_ms=float(np.median(rounds)),
+                  p50_spread_ms=max(rounds) - min(rounds))
+
+
+def test_serving_verdict_pairs_like_with_like_beyond_the_noise(results):
+    changed = copy.deepcopy(results)
+    for index in ("exact", "ann"):
+        _set_p50(changed, "WALS", index, "static", [0.10, 0.11, 0.10])
+        _set_p50(changed, "DNN", index, "static", [0.30, 0.31, 0.30])
+        _set_p50(changed, "WALS", index, "computed", [2.0, 2.1, 2.0])
+        _set_p50(changed, "DNN", index, "computed", [0.5, 3.0, 1.0])  # overlapping: noise
+    row = comparison_table(changed)[-1]
+    assert row["question"] == "Serving scalability"
+    parts = row["verdict"].split("; ")
+    assert parts[0].startswith("static (exact): WALS better")
+    assert parts[1].startswith("computed (exact): on par (within noise)")
+    assert parts[2].startswith("static (ann): WALS better")
+    assert parts[3].startswith("computed (ann): on par (within noise)")
+    assert "0.1 / 2 ms exact" in row["wals"] and "ms ann (recall" in row["dnn"]
+
+
+def test_serving_without_faiss_names_the_extra(results, small, monkeypatch):
+    import sys
+
+    from recompare.compare.cost import serving_costs
+    from recompare.models import model_class
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import now fails as if absent
+    models = {"WALS": model_class("wals")(iterations=1, dim=4).fit(small)}
+    serving = serving_costs(models, small, n_queries=5, ann=["WALS"])["WALS"]
+    assert set(serving["latency"]["paths"]) == {"exact"}
+    assert "recompare[ann]" in serving["ann_missing"]
+    changed = copy.deepcopy(results)
+    for name in ("WALS", "DNN"):
+        changed["models"][name]["serving"]["latency"]["paths"].pop("ann")
+        changed["models"][name]["serving"]["ann_missing"] = serving["ann_missing"]
+    verdict = comparison_table(changed)[-1]["verdict"]
+    assert "ANN not measured" in verdict and "recompare[ann]" in verdict
 
 
 def test_folding_row_names_the_worst_variant(results):

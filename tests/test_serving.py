@@ -100,14 +100,27 @@ def test_verdict_needs_a_gap_beyond_the_spread():
     assert latency_verdict("WALS", None, "DNN", slow)["winner"] is None
 
 
-def test_ann_paths_report_recall_when_faiss_is_installed(fitted):
-    pytest.importorskip("faiss")
+def test_ann_paths_report_recall(fitted):
+    from recompare.models.topk import ann_available
+
+    # never skipped: `make test` installs the extra (absence is simulated below)
+    assert ann_available(), "the tests need faiss: pip install -e '.[test,ann]'"
     data, models = fitted
     result = measure_latency({"WALS": models["WALS"]}, data, n_queries=6, ann=True)
     ann = result["WALS"].paths["ann"]
     assert set(ann) == {"static", "computed"}
     assert 0.0 <= ann["static"].recall <= 1.0
     assert result["WALS"].ann["probe"] >= 1
+
+
+def test_latency_with_ann_but_without_faiss_names_the_extra(fitted, monkeypatch):
+    data, models = fitted
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import now fails as if absent
+    with pytest.raises(RecompareError, match=r"pip install 'recompare\[ann\]'"):
+        measure_latency({"WALS": models["WALS"]}, data, n_queries=4, ann=True)
+    # without ann the same call serves exact top-k
+    assert set(measure_latency({"WALS": models["WALS"]}, data, n_queries=4)["WALS"].paths) == {
+        "exact"}
 
 
 def test_serving_bench_sweep_at_tiny_scale():

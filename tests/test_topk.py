@@ -207,7 +207,6 @@ def test_missing_faiss_names_the_extra(monkeypatch):
 
 
 def test_ann_index_recall_and_exclusion():
-    pytest.importorskip("faiss")
     from recompare.models.topk import ann_search, build_ann_index, recall_against
 
     rng = np.random.default_rng(0)

@@ -70,11 +70,13 @@ def _write_report(output: str, overwrite: bool, results: dict, models: dict,
 @click.option("--k", "ks", default="10,20,50", show_default=True,
               help="Cut-offs for the accuracy metrics, comma separated.")
 @click.option("--overwrite", is_flag=True, help="Replace the report directory if it exists.")
+@click.option("--serving-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads each serving query runs on, the same for every model.")
 @seed_option
 @threads_option
 @json_option
 def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: bool,
-            random_state: int, threads: int, as_json: bool) -> None:
+            serving_threads: int, random_state: int, threads: int, as_json: bool) -> None:
     """Answer the MF-vs-DNN question on DATASET with measurements.
 
     Trains WALS and the softmax DNN with their defaults plus their folding
@@ -114,7 +116,7 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
         task = progress.add_task("compare", total=steps, detail="")
         results, models = run_comparison(
             data, quick=quick, ks=k_values, seed=random_state, threads=threads,
-            variants=variants, callback=_progress_callback(progress, task, len(variants)),
+            serving_threads=serving_threads, variants=variants, callback=_progress_callback(progress, task, len(variants)),
             return_models=True)
         progress.update(task, completed=steps, description="done", detail="")
     if output:

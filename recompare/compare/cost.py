@@ -15,14 +15,13 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import RecompareError
-from .results import Latency, ScalingFamily, ScalingPoint, ServingCost
+from .results import ScalingFamily, ScalingPoint, ServingCost
 
 #: peak-memory increases below this are not resolved well enough to fit a slope
 MEMORY_RESOLUTION = 16 * 2**20
@@ -134,54 +133,66 @@ def steps_run(model: Any) -> int | None:
 
 
 # ------------------------------------------------------------------ serving
-def _latencies(call: Callable[[int], object], users: np.ndarray) -> Latency:
-    call(users[0])  # warm-up (lazy imports, caches)
-    times = []
-    for user in users:
+def _summary(latency: dict | None) -> dict:
+    """The exact-index figures of one path, as the cost table shows them."""
+    keys = ("p50_ms", "p99_ms", "queries", "p50_spread_ms", "p99_spread_ms")
+    return {key: latency[key] for key in keys} if latency else {}
+
+
+def serving_costs(models: Mapping[str, Any], dataset: Any, n_queries: int = 200,
+                  seed: int = 0, k: int = 10, threads: int = 1, rounds: int = 3,
+                  ann: Collection[str] = ()) -> dict[str, ServingCost]:
+    """Per-query latency of every model as a server runs it, batch throughput, memory.
+
+    The latency comes from :func:`~recompare.evaluate.latency.measure_latency`: all
+    models in interleaved rounds, one query at a time on ``threads`` threads, both
+    paths for every model (``known``: static embedding of a training user;
+    ``fresh``: embedding computed at query time by fold-in or the tower), top-k from
+    the item embeddings laid out once. The models named in ``ann`` are also served
+    from an approximate index when faiss is installed; when it is not, ``ann_missing``
+    says which extra to install.
+
+    Returns
+    -------
+    dict of name -> ServingCost
+        ``latency`` holds every path and index with its spread across rounds;
+        ``known`` and ``fresh`` repeat the exact-index figures.
+    """
+    from ..evaluate.latency import measure_latency
+    from ..models.topk import ann_available, ann_missing_message
+
+    missing = ann_missing_message() if ann and not ann_available() else None
+    measured = measure_latency(models, dataset, n_queries=n_queries, rounds=rounds,
+                               threads=threads, k=k, seed=seed,
+                               ann=() if missing else [n for n in ann if n in models])
+    active = np.flatnonzero(np.diff(dataset.train.indptr) > 0)
+    batch = active[: min(len(active), 4096)]
+    out: dict[str, ServingCost] = {}
+    for name, model in models.items():
+        latency = measured[name].to_dict()
+        exact = latency["paths"].get("exact", {})
+        cost: dict[str, Any] = {"known": _summary(exact.get("static")),
+                                "threads": threads, "rounds": rounds, "latency": latency}
+        if "computed" in exact:
+            cost["fresh"] = _summary(exact["computed"])
+        elif "computed" in latency["unsupported"]:
+            cost["fresh"] = {"unsupported": latency["unsupported"]["computed"]}
+        if missing and name in ann:
+            cost["ann_missing"] = missing
         start = time.perf_counter()
-        call(user)
-        times.append(time.perf_counter() - start)
-    arr = np.asarray(times) * 1e3
-    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
-            "queries": len(arr)}
+        model.recommend(batch, k, seen=dataset.train)
+        seconds = time.perf_counter() - start
+        cost["batch"] = {"queries": len(batch), "seconds": seconds,
+                         "queries_per_second": float(len(batch) / seconds) if seconds else None}
+        cost["memory_bytes"] = int(model.serving_nbytes())
+        out[name] = cost  # type: ignore[assignment]
+    return out
 
 
 def serving_cost(model: Any, dataset: Any, n_queries: int = 200, seed: int = 0,
-                 k: int = 10) -> ServingCost:
-    """Per-query latency and batch throughput of producing top-k, and serving memory.
-
-    * ``known``: a training user, one at a time, through ``recommend`` (static
-      query embeddings where the family has them).
-    * ``fresh``: the query embedding computed at query time from the user's
-      history and features (``recommend_new``), as a DNN serves every request
-      and a matrix factorization serves a user it has not seen (fold-in).
-    """
-    rng = np.random.default_rng(seed)
-    train = dataset.train
-    active = np.flatnonzero(np.diff(train.indptr) > 0)
-    users = np.sort(rng.choice(active, size=min(n_queries, len(active)), replace=False))
-    features = dataset.user_features
-
-    out: dict[str, Any] = {
-        "known": _latencies(lambda u: model.recommend(np.array([u]), k, seen=train), users),
-    }
-    if "strong" in getattr(model, "protocols", ()):
-        def fresh(u: int) -> None:
-            feats = features.iloc[[u]].reset_index(drop=True) if features is not None else None
-            model.recommend_new(train[[u]], feats, k)
-
-        try:
-            out["fresh"] = _latencies(fresh, users)
-        except RecompareError as exc:
-            out["fresh"] = {"unsupported": str(exc)}
-    batch = active[: min(len(active), 4096)]
-    start = time.perf_counter()
-    model.recommend(batch, k, seen=train)
-    seconds = time.perf_counter() - start
-    out["batch"] = {"queries": len(batch), "seconds": seconds,
-                    "queries_per_second": float(len(batch) / seconds) if seconds else None}
-    out["memory_bytes"] = int(model.serving_nbytes())
-    return out  # type: ignore[return-value]
+                 k: int = 10, threads: int = 1) -> ServingCost:
+    """:func:`serving_costs` of one model (exact top-k only)."""
+    return serving_costs({"model": model}, dataset, n_queries, seed, k, threads)["model"]
 
 
 # ------------------------------------------------------------------ scaling

@@ -18,11 +18,14 @@ class TrainingCost(TypedDict):
 
 
 class Latency(TypedDict):
-    """Per-query latency of producing a top-k list, one query at a time."""
+    """Per-query latency of producing a top-k list, one query at a time: medians across
+    interleaved rounds, and their spread (max - min across rounds)."""
 
     p50_ms: float
     p99_ms: float
-    queries: int  #: queries timed
+    queries: int  #: queries timed per round
+    p50_spread_ms: NotRequired[float]
+    p99_spread_ms: NotRequired[float]
 
 
 class Unsupported(TypedDict):
@@ -42,10 +45,15 @@ class BatchCost(TypedDict):
 class ServingCost(TypedDict):
     """What serving a fitted model costs (:func:`~recompare.compare.cost.serving_cost`)."""
 
-    known: Latency  #: a training user through ``recommend`` (static embedding)
+    known: Latency  #: a training user, static embedding, exact top-k
     fresh: NotRequired[Latency | Unsupported]  #: embedding computed per query (fold-in/tower)
     batch: BatchCost
     memory_bytes: int  #: ``model.serving_nbytes()``
+    threads: NotRequired[int]  #: threads every query ran on
+    rounds: NotRequired[int]  #: interleaved rounds
+    #: ``ModelLatency.to_dict()``: ``paths[index][path]`` (index exact/ann), with spreads
+    latency: NotRequired[dict[str, Any]]
+    ann_missing: NotRequired[str]  #: why ANN was not measured (the extra to install)
 
 
 class ModelRecord(TypedDict):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RecompareError
-from .cost import measure_cost, scaling_family, serving_cost, steps_run
+from .cost import measure_cost, scaling_family, serving_costs, steps_run
 from .results import ComparisonResults, ModelRecord, Scaling
 from .variants import Variant, default_variants, quick_params
 from .verdicts import comparison_table
@@ -102,6 +102,7 @@ def run_comparison(
     threads: int = 0,
     variants: list[Variant] | None = None,
     serving_queries: int = 200,
+    serving_threads: int = 1,
     callback: Callback | None = None,
     return_models: bool = False,
 ) -> ComparisonResults | tuple[ComparisonResults, dict[str, Any]]:
@@ -123,7 +124,9 @@ def run_comparison(
         What to train; :func:`~recompare.compare.variants.default_variants` when None.
         One variant must have role ``wals`` and one role ``dnn``.
     serving_queries : int
-        Users timed one at a time for the serving latency.
+        Users timed one at a time for the serving latency (per path, per round).
+    serving_threads : int
+        Threads every serving query runs on, the same for every model.
     callback : callable, optional
         Receives progress events (dicts with ``stage`` and ``message``).
     return_models : bool
@@ -152,9 +155,12 @@ def run_comparison(
     emit({"stage": "evaluate", "message": "evaluating all models"})
     evaluation = evaluate_models(models, dataset, "all", ks, folding=dataset.has_groups,
                                  seed=seed, callback=lambda e: emit({**e, "stage": "evaluate"}))
-    for name, model in models.items():
-        emit({"stage": "serve", "message": f"serving cost of {name}"})
-        info[name]["serving"] = serving_cost(model, dataset, serving_queries, seed)
+    emit({"stage": "serve", "message": "serving latency, all models in interleaved rounds"})
+    ann = [v.name for v in runs if v.role in ("wals", "dnn")]  # the verdict's pairs
+    serving = serving_costs(models, dataset, serving_queries, seed, threads=serving_threads,
+                            ann=ann)
+    for name in models:
+        info[name]["serving"] = serving[name]
     emit({"stage": "scaling", "message": "training scalability"})
     results: ComparisonResults = {
         "dataset": {**dataset.info(), "protocols": list(dataset.protocols)},

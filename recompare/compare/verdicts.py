@@ -182,24 +182,49 @@ def training_row(names: _Names, results: ComparisonResults) -> TableRow:
 
 
 def serving_row(names: _Names) -> TableRow | None:
-    """Per-query latency (static and computed embeddings) and serving memory."""
+    """Per-query latency, like with like: static embeddings of both families, then
+    embeddings computed at query time by both, each pair on exact top-k and (with the
+    faiss extra) an approximate index; a winner only beyond the noise across rounds."""
+    from ..evaluate.latency import PathLatency, latency_verdict
+
     sw, sd = names.models[names.wals].get("serving"), names.models[names.dnn].get("serving")
-    if not (sw and sd):
+    if not (sw and sd and "latency" in sw and "latency" in sd):
         return None
 
-    def fresh_p50(serving: Any) -> float | None:
-        return serving.get("fresh", {}).get("p50_ms")
+    def path(serving: Any, index: str, which: str) -> PathLatency | None:
+        found = serving["latency"]["paths"].get(index, {}).get(which)
+        return PathLatency(**found) if found else None
 
+    def cell(serving: Any) -> str:
+        parts = []
+        for index in ("exact", "ann"):
+            static, computed = path(serving, index, "static"), path(serving, index, "computed")
+            if static or computed:
+                recall = [p.recall for p in (static, computed) if p and p.recall is not None]
+                parts.append(f"{_fmt(static and static.p50_ms)} / "
+                             f"{_fmt(computed and computed.p50_ms)} ms {index}"
+                             + (f" (recall {' / '.join(_fmt(r, 2) for r in recall)})"
+                                if recall else ""))
+        return "; ".join(parts + [fmt_bytes(serving["memory_bytes"])])
+
+    verdicts = []
+    for index in ("exact", "ann"):
+        for which in ("static", "computed"):
+            a, b = path(sw, index, which), path(sd, index, which)
+            if a or b:
+                verdict = latency_verdict("WALS", a, "DNN", b)["verdict"]
+                verdicts.append(f"{which} ({index}): {verdict}")
+    if sw.get("ann_missing"):
+        verdicts.append(f"ANN not measured: {sw['ann_missing']}")
+    threads = sw.get("threads", 1)
     return {
         "question": "Serving scalability",
-        "measure": "p50 ms per query (static embedding / computed at query time); memory",
-        "wals": f"{_fmt(sw['known']['p50_ms'])} / {_fmt(fresh_p50(sw))} ms, "
-                f"{fmt_bytes(sw['memory_bytes'])}",
-        "dnn": f"{_fmt(sd['known']['p50_ms'])} / {_fmt(fresh_p50(sd))} ms, "
-               f"{fmt_bytes(sd['memory_bytes'])}",
-        "verdict": _better("WALS", sw["known"]["p50_ms"], "DNN", fresh_p50(sd),
-                           higher_is_better=False,
-                           what="p50 latency (WALS static, DNN computed per query)"),
+        "measure": "p50 ms per query, static / computed-at-query-time embedding, exact and "
+                   f"ANN top-k; memory ({threads} thread{'s' * (threads != 1)}, "
+                   f"{sw.get('rounds', 3)} interleaved rounds)",
+        "wals": cell(sw),
+        "dnn": cell(sd),
+        "verdict": "; ".join(verdicts),
     }
 
 

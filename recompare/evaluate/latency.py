@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,7 +103,7 @@ def measure_latency(
     threads: int = 1,
     k: int = 10,
     seed: int = 0,
-    ann: bool = False,
+    ann: bool | Collection[str] = False,
 ) -> dict[str, ModelLatency]:
     """Per-query latency of both serving paths of every model, in interleaved rounds.
 
@@ -124,8 +124,9 @@ def measure_latency(
         List length; the user's training items are excluded.
     seed : int
         Picks the timed users, and separate users that tune the ANN index.
-    ann : bool
-        Also serve from an IVF index per model (needs the ``recompare[ann]`` extra).
+    ann : bool or collection of str
+        Also serve from an IVF index: True for every model, or the names of the models
+        to serve so (needs the ``recompare[ann]`` extra).
 
     Returns
     -------
@@ -137,8 +138,10 @@ def measure_latency(
         raise RecompareError(f"threads must be >= 1, got {threads}")
     users, tuning = _pick_users(dataset.train, n_queries, seed)
     results = {name: ModelLatency() for name in models}
-    with torch_threads(threads), _ann_threads(ann, threads), _model_threads(models, threads):
-        servers = {name: _Server(model, dataset, k, ann, tuning, seed, threads)
+    with_ann = set(models) if ann is True else set(ann or ())
+    with (torch_threads(threads), _ann_threads(bool(with_ann), threads),
+          _model_threads(models, threads)):
+        servers = {name: _Server(model, dataset, k, name in with_ann, tuning, seed, threads)
                    for name, model in models.items()}
         timings: dict[tuple[str, str, str], list[np.ndarray]] = {}
         names = list(models)

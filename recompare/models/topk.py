@@ -362,14 +362,17 @@ def _row_lexsort(vals: np.ndarray, ids: np.ndarray) -> np.ndarray:
 ANN_EXTRA = "recompare[ann]"
 
 
+def ann_missing_message() -> str:
+    """The one line that says what to install for approximate top-k."""
+    return f"approximate top-k needs faiss: pip install '{ANN_EXTRA}' (or faiss-cpu)"
+
+
 def _faiss():
     """The faiss module, or a one-line error naming the extra to install."""
     try:
         import faiss
     except ImportError:
-        raise RecompareError(
-            f"approximate top-k needs faiss: pip install '{ANN_EXTRA}' (or faiss-cpu)"
-        ) from None
+        raise RecompareError(ann_missing_message()) from None
     return faiss
 
 
