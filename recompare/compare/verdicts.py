@@ -247,7 +247,8 @@ def query_features_row(names: _Names) -> TableRow | None:
     plain = next((n for n, m in names.models.items() if m["role"] == "features"), None)
     gain = ""
     c = names.comparison("strong", "recall@20", names.dnn, plain)
-    if c is not None and c["low"] is not None:
+    # without side features the default is the history-only DNN: nothing to compare
+    if c is not None and c["low"] is not None and set(dnn_features) - {"history"}:
         gain = (f"; features move the DNN from {_fmt(c['mean_b'])} (history only) to "
                 f"{_fmt(c['mean_a'])}, difference {_diff(c['difference'])} {_interval(c)}")
     return {
