@@ -34,6 +34,7 @@ FAST = [
             {"epochs": 3, "dim": 16, "hidden": (32,), "loss": "sampled", "negatives": "none",
              "num_negatives": 32}, "fold"),
     Variant("popularity", "popularity", {}, "baseline"),
+    Variant("popularity by group", "popularity", {"by_group": True}, "baseline"),
 ]
 
 
@@ -114,22 +115,65 @@ def test_measurements_are_recorded(results):
     assert nnz == sorted(nnz) and len(nnz) == 3
 
 
-def _set_recall(results, model, value):
-    for protocol in ("weak",):
-        results["evaluation"]["models"][model]["protocols"][protocol]["metrics"]["recall@20"] = (
-            value)
+def _set_comparison(results, protocol, a, b, mean_a, mean_b, low, high):
+    """Make the stored paired comparison a - b on recall@20 say what the test needs."""
+    for c in results["statistics"]["comparisons"]:
+        if (c["protocol"], c["metric"], c["a"], c["b"]) == (protocol, "recall@20", a, b):
+            c.update(mean_a=mean_a, mean_b=mean_b, difference=mean_a - mean_b, low=low,
+                     high=high)
+            return
+    raise AssertionError(f"no comparison {a} - {b} under {protocol}")
 
 
-def test_verdicts_follow_the_numbers(results):
+def test_verdicts_follow_the_intervals(results):
     changed = copy.deepcopy(results)
-    _set_recall(changed, "WALS", 0.30)
-    _set_recall(changed, "DNN", 0.20)
+    _set_comparison(changed, "weak", "WALS", "DNN", 0.30, 0.20, 0.08, 0.12)
     row = comparison_table(changed)[0]
-    assert row["verdict"].startswith("WALS better")
-    _set_recall(changed, "DNN", 0.40)
+    assert row["verdict"].startswith("WALS better") and "95% CI [+0.080, +0.120]" in row["verdict"]
+    _set_comparison(changed, "weak", "WALS", "DNN", 0.30, 0.40, -0.12, -0.08)
     assert comparison_table(changed)[0]["verdict"].startswith("DNN better")
-    _set_recall(changed, "DNN", 0.305)
-    assert comparison_table(changed)[0]["verdict"].startswith("on par")
+    # a 10% gap in the means is still "on par" when the interval includes zero
+    _set_comparison(changed, "weak", "WALS", "DNN", 0.30, 0.27, -0.01, 0.07)
+    verdict = comparison_table(changed)[0]["verdict"]
+    assert verdict.startswith("on par") and "[-0.010, +0.070] includes 0" in verdict
+
+
+def test_statistics_pair_the_same_queries_as_the_means(results):
+    stats = results["statistics"]
+    assert stats["confidence"] == 0.95 and stats["method"] == "bootstrap"
+    weak = {(c["a"], c["b"], c["metric"]): c for c in stats["comparisons"]
+            if c["protocol"] == "weak"}
+    c = weak[("WALS", "DNN", "recall@20")]
+    metrics = results["evaluation"]["models"]
+    assert c["mean_a"] == pytest.approx(metrics["WALS"]["protocols"]["weak"]["metrics"]["recall@20"])
+    assert c["mean_b"] == pytest.approx(metrics["DNN"]["protocols"]["weak"]["metrics"]["recall@20"])
+    assert c["n"] == metrics["WALS"]["protocols"]["weak"]["n_queries"]
+    assert c["low"] <= c["difference"] <= c["high"]
+    # every default against both floors, under every protocol, and no per-query arrays left
+    for protocol in results["evaluation"]["protocols"]:
+        for family in ("WALS", "DNN"):
+            for floor in ("popularity", "popularity by group"):
+                assert any(x["protocol"] == protocol and (x["a"], x["b"]) == (family, floor)
+                           for x in stats["comparisons"])
+    for entry in metrics.values():
+        for result in entry["protocols"].values():
+            assert "per_query" not in result
+
+
+def test_verdict_says_when_neither_family_beats_popularity(results):
+    changed = copy.deepcopy(results)
+    for floor in ("popularity", "popularity by group"):
+        _set_comparison(changed, "cold", "WALS", floor, 0.12, 0.13, -0.02, 0.001)
+        _set_comparison(changed, "cold", "DNN", floor, 0.11, 0.13, -0.03, -0.01)
+    _set_comparison(changed, "cold", "WALS", "DNN", 0.12, 0.11, 0.001, 0.02)
+    row = next(r for r in comparison_table(changed) if r["question"] == "Cold start")
+    assert row["verdict"].startswith("neither family beats the popularity")
+    assert "between the two: WALS better" in row["verdict"]
+    # one family above the floor, the other not
+    _set_comparison(changed, "cold", "WALS", "popularity", 0.15, 0.13, 0.01, 0.03)
+    _set_comparison(changed, "cold", "WALS", "popularity by group", 0.15, 0.13, 0.01, 0.03)
+    row = next(r for r in comparison_table(changed) if r["question"] == "Cold start")
+    assert row["verdict"].startswith("WALS better") and "only WALS beats" in row["verdict"]
 
 
 def _set_p50(results, model, index, path, rounds):
@@ -186,6 +230,29 @@ def test_same_seed_same_numbers(small, results):
         a = results["evaluation"]["models"][name]["protocols"]["weak"]["metrics"]
         b = again["evaluation"]["models"][name]["protocols"]["weak"]["metrics"]
         assert a == b
+    assert again["statistics"] == results["statistics"]
+
+
+def test_folding_is_answered_on_separated_groups(results):
+    check = results["folding"]
+    assert check["separated"] and check["answered_on"] == "data" and check["mirror"] is None
+    assert check["cross_share"] < check["threshold"]
+
+
+def test_overlapping_groups_get_no_folding_verdict():
+    """Groups most interactions cross: the folding row says so and compares nothing."""
+    data = planted(n_users=200, n_items=100, n_groups=3, interactions_per_user=12,
+                   cross_group_rate=0.6, seed=4)
+    data = split(data, kind="random", seed=0)
+    variants = [FAST[0], FAST[2], FAST[5]]
+    results = run_comparison(data, variants=variants, serving_queries=5)
+    check = results["folding"]
+    assert check["cross_share"] > check["threshold"] and check["separated"] is False
+    assert check["answered_on"] is None
+    row = next(r for r in results["table"] if r["question"] == "Folding")
+    assert row["wals"] == row["dnn"] == "not compared"
+    assert "not separated" in row["verdict"] and "--folding-mirror" in row["verdict"]
+    assert "leaks" not in row["verdict"]
 
 
 def test_compare_command_refuses_data_without_a_split(tmp_path):
@@ -235,6 +302,43 @@ def test_report_files(tmp_path, small, results, monkeypatch):
     assert "| **Folding** |" in text and "folding_map.png" in text
     saved = json.loads((out / "results.json").read_text())
     assert saved["table"][0]["question"] == "Accuracy"
+
+
+def test_folding_mirror_command(tmp_path, small, monkeypatch):
+    """--folding-mirror answers folding on coupled copies, and the report says so."""
+    import recompare.compare as compare_module
+
+    def fake_run(dataset, **kwargs):
+        kwargs["variants"] = FAST[:3] + [FAST[5]]
+        kwargs["serving_queries"] = 5
+        return run_comparison(dataset, **kwargs)
+
+    monkeypatch.setattr(compare_module, "run_comparison", fake_run)
+    small.save(tmp_path / "ds4")
+    out = tmp_path / "mirror-report"
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "ds4"), "-o", str(out),
+                                       "--folding-mirror", "--mirror-copies", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    check = saved["folding"]
+    assert check["answered_on"] == "mirror"
+    mirror = check["mirror"]
+    assert mirror["copies"] == 3 and mirror["dataset"]["users"] == 3 * small.n_users
+    assert set(mirror["models"]) == {"WALS", "WALS w0=0 const-reg", "DNN"}
+    assert mirror["evaluation"]["protocols"] == ["weak"]
+    row = next(r for r in saved["table"] if r["question"] == "Folding")
+    assert "3 coupled copies" in row["measure"] and "--folding-mirror" in row["verdict"]
+    assert "coupled copies" in (out / "report.md").read_text()
+
+
+def test_folding_mirror_needs_two_copies(small):
+    from recompare.errors import RecompareError
+
+    with pytest.raises(RecompareError, match="at least 2 copies"):
+        run_comparison(small, variants=FAST, folding_mirror=1)
+    result = CliRunner().invoke(main, ["compare", "data/planted", "--folding-mirror",
+                                       "--mirror-copies", "1"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
 
 
 def test_results_have_the_documented_keys(results):

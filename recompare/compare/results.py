@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
+from ..evaluate.stats import PairedComparison
+
 
 class TrainingCost(TypedDict):
     """Cost of one ``fit`` on the whole training matrix."""
@@ -103,6 +105,38 @@ class TableRow(TypedDict):
     verdict: str
 
 
+class Statistics(TypedDict):
+    """Paired per-query comparisons behind the quality verdicts
+    (:mod:`recompare.evaluate.stats`)."""
+
+    confidence: float  #: level of every interval (0.95)
+    method: str  #: ``bootstrap`` (paired percentile bootstrap) or ``t``
+    resamples: int  #: bootstrap resamples
+    seed: int  #: seed of the resamples
+    comparisons: list[PairedComparison]  #: family vs family, family vs floors, per protocol
+
+
+class MirrorRun(TypedDict):
+    """The folding question answered on ``copies`` coupled copies of the data set."""
+
+    copies: int
+    cross_rate: float  #: share of each copy's interactions rewired to another copy
+    dataset: dict[str, Any]  #: ``Dataset.info()`` of the mirror, plus ``protocols``
+    models: dict[str, ModelRecord]  #: the folding-relevant variants trained on it
+    evaluation: dict[str, Any]  #: ``evaluate_models`` on the mirror (weak, with folding)
+
+
+class FoldingCheck(TypedDict):
+    """Whether the folding question can be asked of this data set, and where it was."""
+
+    protocol: str | None  #: protocol whose held-out interactions give ``cross_share``
+    cross_share: float | None  #: true cross-group share of the data; None without groups
+    threshold: float  #: above it the groups count as not separated
+    separated: bool | None  #: ``cross_share <= threshold``; None without groups
+    answered_on: str | None  #: ``"data"``, ``"mirror"`` or None (not answered)
+    mirror: MirrorRun | None  #: the mirror run, with ``compare --folding-mirror``
+
+
 class ComparisonResults(TypedDict):
     """Everything :func:`~recompare.compare.run_comparison` measured (``results.json``)."""
 
@@ -113,4 +147,6 @@ class ComparisonResults(TypedDict):
     models: dict[str, ModelRecord]  #: by display name, in training order
     evaluation: dict[str, Any]  #: what ``evaluate_models`` returned
     scaling: Scaling
+    statistics: Statistics  #: the intervals the verdicts quote
+    folding: FoldingCheck  #: folding applicability and, if asked, the mirror run
     table: list[TableRow]

@@ -10,9 +10,10 @@ import numpy as np
 
 from ..errors import RecompareError
 from .cost import measure_cost, scaling_family, serving_costs, steps_run
-from .results import ComparisonResults, ModelRecord, Scaling
+from .folding import MIRROR_CROSS_RATE, folding_check, mirrored
+from .results import ComparisonResults, MirrorRun, ModelRecord, Scaling
 from .variants import Variant, default_variants, quick_params
-from .verdicts import comparison_table
+from .verdicts import PAIRED_METRICS, comparison_table, paired_statistics
 
 Callback = Callable[[dict], None]
 
@@ -105,6 +106,7 @@ def run_comparison(
     serving_threads: int = 1,
     callback: Callback | None = None,
     return_models: bool = False,
+    folding_mirror: int | None = None,
 ) -> ComparisonResults | tuple[ComparisonResults, dict[str, Any]]:
     """Train, evaluate and measure every variant.
 
@@ -131,6 +133,9 @@ def run_comparison(
         Receives progress events (dicts with ``stage`` and ``message``).
     return_models : bool
         Also return the fitted models by name.
+    folding_mirror : int, optional
+        Also answer the folding question on this many coupled copies of the data set
+        (:func:`~recompare.compare.folding.mirrored`); the folding row then reports it.
 
     Returns
     -------
@@ -142,6 +147,9 @@ def run_comparison(
 
     emit = callback or (lambda event: None)
     _check(dataset)
+    if folding_mirror is not None and (int(folding_mirror) != folding_mirror
+                                       or folding_mirror < 2):
+        raise RecompareError(f"--folding-mirror needs at least 2 copies, got {folding_mirror}")
     variants = variants or default_variants(quick, seed)
     ks = tuple(sorted(set(ks) | {10, 20}))
     _warm_up()
@@ -154,7 +162,9 @@ def run_comparison(
         models[variant.name], info[variant.name] = _train(variant, dataset, emit)
     emit({"stage": "evaluate", "message": "evaluating all models"})
     evaluation = evaluate_models(models, dataset, "all", ks, folding=dataset.has_groups,
-                                 seed=seed, callback=lambda e: emit({**e, "stage": "evaluate"}))
+                                 seed=seed, callback=lambda e: emit({**e, "stage": "evaluate"}),
+                                 per_query_metrics=PAIRED_METRICS)
+    statistics = paired_statistics(evaluation, info, seed)
     emit({"stage": "serve", "message": "serving latency, all models in interleaved rounds"})
     ann = [v.name for v in runs if v.role in ("wals", "dnn")]  # the verdict's pairs
     serving = serving_costs(models, dataset, serving_queries, seed, threads=serving_threads,
@@ -172,10 +182,35 @@ def run_comparison(
         "scaling": training_scaling(
             dataset, [_with_runtime_params(v, dataset, threads) for v in variants],
             quick, seed, emit),
+        "statistics": statistics,
+        "folding": folding_check(evaluation, None if folding_mirror is None else
+                                 _folding_on_mirror(dataset, int(folding_mirror), runs, ks,
+                                                    seed, emit)),
         "table": [],
     }
     results["table"] = comparison_table(results)
     return (results, models) if return_models else results
+
+
+def _folding_on_mirror(dataset: Any, copies: int, runs: list[Variant], ks: tuple[int, ...],
+                       seed: int, emit: Callback) -> MirrorRun:
+    """Train the family defaults and folding variants on ``copies`` coupled copies of the
+    data set and evaluate their folding there (weak protocol)."""
+    from ..evaluate.protocols import evaluate_models
+
+    emit({"stage": "mirror", "message": f"folding on {copies} coupled copies of the data"})
+    data = mirrored(dataset, copies, MIRROR_CROSS_RATE, seed)
+    models: dict[str, Any] = {}
+    info: dict[str, ModelRecord] = {}
+    for variant in runs:
+        if variant.role in ("wals", "dnn", "fold"):
+            emit({"stage": "mirror", "message": f"mirror: training {variant.name}"})
+            models[variant.name], info[variant.name] = _train(variant, data, emit)
+    evaluation = evaluate_models(models, data, "weak", ks, folding=True, seed=seed,
+                                 callback=lambda e: emit({**e, "stage": "mirror"}))
+    return MirrorRun(copies=copies, cross_rate=MIRROR_CROSS_RATE,
+                     dataset={**data.info(), "protocols": list(data.protocols)},
+                     models=info, evaluation=dict(evaluation))
 
 
 def _warm_up() -> None:

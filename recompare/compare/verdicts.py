@@ -1,20 +1,39 @@
 """The comparison table: one row per question of the source document, each with the
-measured values of both families and a verdict written from the numbers."""
+measured values of both families and a verdict written from the numbers.
+
+Quality verdicts (accuracy, query features, cold start) come from paired per-query
+differences with a 95% confidence interval (:mod:`recompare.evaluate.stats`): a family
+wins only when the interval of its difference excludes zero, and each family is held
+against the popularity floors.  The folding row is only written where the data's groups
+are separated, or on a mirror of the data (:mod:`.folding`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..evaluate.stats import CONFIDENCE, PairedComparison, compare_pairs
 from ..report.formatting import fmt as _fmt_number
 from ..report.formatting import fmt_bytes
-from .results import ComparisonResults, ModelRecord, TableRow
+from .results import ComparisonResults, FoldingCheck, ModelRecord, Statistics, TableRow
 
-#: relative differences below this are reported as "on par"
+#: relative gap that counts as a practical difference: "on par" verdicts whose interval
+#: reaches beyond it say the data cannot rule such a gap out; cost rows (one run each,
+#: no interval) call differences within it "on par"
 PAR = 0.05
+#: the metrics compared query by query: the table's accuracy measures
+PAIRED_METRICS = ("recall@20", "ndcg@20")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return _fmt_number(value, digits, significant=True, missing="n/a")
+
+
+def _diff(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _interval(c: PairedComparison) -> str:
+    return f"[{_diff(c['low'])}, {_diff(c['high'])}]"
 
 
 @dataclass(frozen=True)
@@ -26,18 +45,22 @@ class _Names:
     wals: str  #: the WALS family default
     dnn: str  #: the DNN family default
     popularity: str | None  #: the plain popularity baseline, when trained
+    floors: tuple[str, ...] = ()  #: popularity baselines (plain and by group)
+    comparisons: list[PairedComparison] = field(default_factory=list)
 
     @classmethod
-    def of(cls, results: ComparisonResults) -> _Names:
+    def of(cls, results: Any) -> _Names:
         models = results["models"]
+        floors = tuple(n for n, m in models.items() if m["kind"] == "popularity")
         return cls(
             evaluation=results["evaluation"],
             models=models,
             wals=next(n for n, m in models.items() if m["role"] == "wals"),
             dnn=next(n for n, m in models.items() if m["role"] == "dnn"),
-            popularity=next((n for n, m in models.items()
-                             if m["kind"] == "popularity" and not m["params"].get("by_group")),
+            popularity=next((n for n in floors if not models[n]["params"].get("by_group")),
                             None),
+            floors=floors,
+            comparisons=list((results.get("statistics") or {}).get("comparisons", [])),
         )
 
     def has(self, protocol: str) -> bool:
@@ -54,6 +77,56 @@ class _Names:
             return entry["metrics"][name]
         return entry.get("folding", {}).get(name)
 
+    def comparison(self, protocol: str, metric: str, a: str | None, b: str | None
+                   ) -> PairedComparison | None:
+        """The paired comparison ``a - b``, turned round when it was stored as ``b - a``."""
+        for c in self.comparisons:
+            if c["protocol"] != protocol or c["metric"] != metric:
+                continue
+            if (c["a"], c["b"]) == (a, b):
+                return c
+            if (c["a"], c["b"]) == (b, a):
+                flip = {"a": a, "b": b, "mean_a": c["mean_b"], "mean_b": c["mean_a"],
+                        "difference": -c["difference"],
+                        "low": None if c["high"] is None else -c["high"],
+                        "high": None if c["low"] is None else -c["low"]}
+                return PairedComparison(**{**c, **flip})  # type: ignore[typeddict-item]
+        return None
+
+
+def comparison_pairs(models: dict[str, ModelRecord]) -> list[tuple[str, str]]:
+    """The model pairs the verdicts need: the two defaults, each default against every
+    popularity floor, and the DNN against itself without side features."""
+    wals = [n for n, m in models.items() if m["role"] == "wals"]
+    dnn = [n for n, m in models.items() if m["role"] == "dnn"]
+    floors = [n for n, m in models.items() if m["kind"] == "popularity"]
+    plain = [n for n, m in models.items() if m["role"] == "features"]
+    return ([(w, d) for w in wals for d in dnn] + [(f, p) for f in wals + dnn for p in floors]
+            + [(d, p) for d in dnn for p in plain])
+
+
+def paired_statistics(evaluation: dict[str, Any], models: dict[str, ModelRecord],
+                      seed: int = 0, method: str = "bootstrap") -> Statistics:
+    """Paired intervals of every pair of :func:`comparison_pairs`, under every protocol.
+
+    Reads the per-query values that ``evaluate_models(..., per_query_metrics=...)`` left
+    in ``evaluation`` and removes them, so that the evaluation stays JSON-able.
+    """
+    from ..evaluate.stats import RESAMPLES
+
+    pairs = comparison_pairs(models)
+    comparisons: list[PairedComparison] = []
+    for protocol in evaluation["protocols"]:
+        per_query = {}
+        for name, entry in evaluation["models"].items():
+            values = entry["protocols"].get(protocol, {}).pop("per_query", None)
+            if values is not None:
+                per_query[name] = values
+        comparisons += compare_pairs(per_query, protocol, pairs, PAIRED_METRICS,
+                                     method=method, seed=seed)
+    return Statistics(confidence=CONFIDENCE, method=method, resamples=RESAMPLES, seed=seed,
+                      comparisons=comparisons)
+
 
 def _relative(a: float, b: float) -> float:
     return (a - b) / max(abs(b), 1e-12)
@@ -61,7 +134,8 @@ def _relative(a: float, b: float) -> float:
 
 def _better(label_a: str, a: float | None, label_b: str, b: float | None,
             higher_is_better: bool = True, what: str = "") -> str:
-    """Which of two measurements wins, by how much, or "on par" within :data:`PAR`."""
+    """Which of two single measurements wins, by how much, or "on par" within
+    :data:`PAR`: for costs measured once per model, where there is no interval."""
     if a is None or b is None:
         missing = label_a if a is None else label_b
         return f"{missing}: not measurable on this data set"
@@ -75,25 +149,91 @@ def _better(label_a: str, a: float | None, label_b: str, b: float | None,
     return f"{winner} better: {what} {_fmt(wv)} vs {_fmt(lv)} ({gap})"
 
 
-def _recall_verdict(names: _Names, protocol: str) -> tuple[float | None, float | None, str]:
-    w = names.metric(names.wals, protocol, "recall@20")
-    d = names.metric(names.dnn, protocol, "recall@20")
-    return w, d, _better("WALS", w, "DNN", d, what="recall@20")
+def paired_verdict(c: PairedComparison | None, label_a: str, label_b: str) -> str:
+    """Who wins a paired comparison: ``a`` or ``b`` when the interval of ``a - b``
+    excludes zero, else "on par"; the interval is always quoted."""
+    if c is None:
+        return f"{label_a} or {label_b}: not measurable on this data set"
+    metric = c["metric"]
+    if c["low"] is None or c["high"] is None:
+        return (f"too few queries ({c['n']}) for an interval: {metric} {_fmt(c['mean_a'])} "
+                f"vs {_fmt(c['mean_b'])}")
+    level = f"{CONFIDENCE:.0%} CI"
+    if c["low"] > 0 or c["high"] < 0:
+        a_wins = c["low"] > 0
+        winner, wv, lv = ((label_a, c["mean_a"], c["mean_b"]) if a_wins
+                          else (label_b, c["mean_b"], c["mean_a"]))
+        low, high = (c["low"], c["high"]) if a_wins else (-c["high"], -c["low"])
+        gap = f", {_relative(wv, lv):+.0%}" if lv > 0 else ""
+        return (f"{winner} better: {metric} {_fmt(wv)} vs {_fmt(lv)}, difference "
+                f"{_diff(wv - lv)} ({level} [{_diff(low)}, {_diff(high)}]{gap})")
+    text = (f"on par: {metric} {_fmt(c['mean_a'])} vs {_fmt(c['mean_b'])}, difference "
+            f"{_diff(c['difference'])} ({level} {_interval(c)} includes 0)")
+    scale = max(abs(c["mean_a"]), abs(c["mean_b"]), 1e-12)
+    reach = max(abs(c["low"]), abs(c["high"])) / scale
+    if reach > PAR:
+        text += f"; the data cannot rule out a gap of up to {reach:.0%}"
+    return text
+
+
+def floor_verdict(names: _Names, protocol: str) -> tuple[str, bool]:
+    """Each default against the strongest popularity floor (by recall@20) of a protocol.
+
+    Returns the clause and whether neither default beats the floor (interval of the
+    difference above zero); ``("", False)`` when no floor was evaluated.
+    """
+    measured = [(names.metric(f, protocol, "recall@20"), f) for f in names.floors]
+    measured = [(v, f) for v, f in measured if v is not None]
+    if not measured:
+        return "", False
+    value, floor = max(measured)
+    beats: dict[str, bool] = {}
+    parts = []
+    for label, model in (("WALS", names.wals), ("DNN", names.dnn)):
+        c = names.comparison(protocol, "recall@20", model, floor)
+        if c is None or c["low"] is None:
+            continue
+        beats[label] = c["low"] > 0
+        parts.append(f"{label} {_diff(c['difference'])} {_interval(c)}")
+    where = f"the {floor} floor ({_fmt(value)}; differences, {CONFIDENCE:.0%} CI: "
+    where += ", ".join(parts) + ")"
+    if not beats:
+        return f"; {floor} floor {_fmt(value)}", False
+    winners = [label for label, won in beats.items() if won]
+    if not winners:
+        return f"neither family beats {where}", True
+    if len(winners) == len(beats):
+        return f"; both beat {where}", False
+    return f"; only {winners[0]} beats {where}", False
+
+
+def _quality_verdict(names: _Names, protocol: str, extra: str = "") -> str:
+    """The WALS-vs-DNN verdict on recall@20 of a protocol, led by the floor clause when
+    neither family beats popularity."""
+    family = paired_verdict(names.comparison(protocol, "recall@20", names.wals, names.dnn),
+                            "WALS", "DNN")
+    floor, neither = floor_verdict(names, protocol)
+    if neither:
+        return f"{floor}; between the two: {family}{extra}"
+    return f"{family}{extra}{floor}"
 
 
 def accuracy_row(names: _Names) -> TableRow | None:
-    """Known users (weak protocol): recall and ndcg, with the popularity floor."""
+    """Known users (weak protocol): recall and ndcg, against the popularity floors."""
     if not names.has("weak"):
         return None
-    w, d, verdict = _recall_verdict(names, "weak")
-    p = names.metric(names.popularity, "weak", "recall@20")
+    w = names.metric(names.wals, "weak", "recall@20")
+    d = names.metric(names.dnn, "weak", "recall@20")
     wn = names.metric(names.wals, "weak", "ndcg@20")
     dn = names.metric(names.dnn, "weak", "ndcg@20")
+    ndcg = names.comparison("weak", "ndcg@20", names.wals, names.dnn)
+    extra = (f"; ndcg@20 WALS - DNN {_diff(ndcg['difference'])} {_interval(ndcg)}"
+             if ndcg is not None and ndcg["low"] is not None else "")
     return {
         "question": "Accuracy",
         "measure": "recall@20 / ndcg@20, known users (weak)",
         "wals": f"{_fmt(w)} / {_fmt(wn)}", "dnn": f"{_fmt(d)} / {_fmt(dn)}",
-        "verdict": verdict + (f"; popularity floor {_fmt(p)}" if p is not None else ""),
+        "verdict": _quality_verdict(names, "weak", extra),
     }
 
 
@@ -101,18 +241,22 @@ def query_features_row(names: _Names) -> TableRow | None:
     """Unseen users with history (strong): WALS can only fold the history in."""
     if not names.has("strong"):
         return None
-    w, d, verdict = _recall_verdict(names, "strong")
+    w = names.metric(names.wals, "strong", "recall@20")
+    d = names.metric(names.dnn, "strong", "recall@20")
     dnn_features = names.models[names.dnn].get("features") or []
     plain = next((n for n, m in names.models.items() if m["role"] == "features"), None)
-    h = names.metric(plain, "strong", "recall@20")
-    gain = (f"; features move the DNN from {_fmt(h)} (history only) to {_fmt(d)} "
-            f"({_relative(d, h):+.0%})" if h is not None and d is not None else "")
+    gain = ""
+    c = names.comparison("strong", "recall@20", names.dnn, plain)
+    # without side features the default is the history-only DNN: nothing to compare
+    if c is not None and c["low"] is not None and set(dnn_features) - {"history"}:
+        gain = (f"; features move the DNN from {_fmt(c['mean_b'])} (history only) to "
+                f"{_fmt(c['mean_a'])}, difference {_diff(c['difference'])} {_interval(c)}")
     return {
         "question": "Query features",
         "measure": "recall@20, unseen users with fold-in history (strong)",
         "wals": f"{_fmt(w)} (history fold-in; features unused)",
         "dnn": f"{_fmt(d)} ({' + '.join(dnn_features) or 'history'})",
-        "verdict": verdict + gain,
+        "verdict": _quality_verdict(names, "strong", gain),
     }
 
 
@@ -120,19 +264,56 @@ def cold_start_row(names: _Names) -> TableRow | None:
     """Unseen users with features only (cold), against popularity."""
     if not names.has("cold"):
         return None
-    w, d, verdict = _recall_verdict(names, "cold")
-    p = names.metric(names.popularity, "cold", "recall@20")
+    w = names.metric(names.wals, "cold", "recall@20")
+    d = names.metric(names.dnn, "cold", "recall@20")
     return {
         "question": "Cold start",
         "measure": "recall@20, unseen users with features only (cold)",
         "wals": f"{_fmt(w)} (average of similar users)",
         "dnn": f"{_fmt(d)} (features through the tower)",
-        "verdict": verdict + (f"; popularity {_fmt(p)}" if p is not None else ""),
+        "verdict": _quality_verdict(names, "cold"),
     }
 
 
-def folding_row(names: _Names) -> TableRow | None:
-    """Leakage@10 of each default against the worst variant of its family."""
+def _not_separated_row(check: FoldingCheck) -> TableRow:
+    share, limit = _fmt(check["cross_share"]), _fmt(check["threshold"])
+    return {
+        "question": "Folding",
+        "measure": f"true cross-group share ({check['protocol']}), threshold {limit}",
+        "wals": "not compared", "dnn": "not compared",
+        "verdict": (f"not asked on this data: its groups are not separated (true cross-group "
+                    f"share {share} > {limit}), so cross-group recommendations are mostly "
+                    "real taste; `compare --folding-mirror` asks the question on coupled "
+                    "copies of this data"),
+    }
+
+
+def _where_folding(check: FoldingCheck) -> tuple[str, str]:
+    """The measure's suffix and the verdict's note saying where folding was measured."""
+    mirror = check["mirror"]
+    if check["answered_on"] != "mirror" or mirror is None:
+        return "", ""
+    where = (f" on {mirror['copies']} coupled copies of this data (cross-rate "
+             f"{_fmt(mirror['cross_rate'])})")
+    if check["cross_share"] is None:
+        why = "this data set has no groups of its own"
+    elif check["separated"]:
+        why = (f"this data's own groups are separated too (true cross-group share "
+               f"{_fmt(check['cross_share'])} <= {_fmt(check['threshold'])})")
+    else:
+        why = (f"this data's own groups are not separated (true cross-group share "
+               f"{_fmt(check['cross_share'])} > {_fmt(check['threshold'])})")
+    return where, f"; asked on the mirror (--folding-mirror): {why}"
+
+
+def folding_row(names: _Names, check: FoldingCheck | None = None) -> TableRow | None:
+    """Leakage@10 of each default against the worst variant of its family, where the
+    folding question can be asked (see :mod:`recompare.compare.folding`)."""
+    if check is not None and check["answered_on"] is None:
+        return None if check["cross_share"] is None else _not_separated_row(check)
+    if check is not None and check["answered_on"] == "mirror" and check["mirror"]:
+        names = _Names.of(check["mirror"])
+    where, note = _where_folding(check) if check is not None else ("", "")
     ev = names.evaluation
     if not ev.get("folding"):
         return None
@@ -156,10 +337,10 @@ def folding_row(names: _Names) -> TableRow | None:
         verdict.append(f"true cross-group share {_fmt(truth)}")
     return {
         "question": "Folding",
-        "measure": f"leakage@10 ({protocol}); worst variant in brackets",
+        "measure": f"leakage@10 ({protocol}){where}; worst variant in brackets",
         "wals": cells["wals"],
         "dnn": cells["softmax"],
-        "verdict": "; ".join(verdict),
+        "verdict": "; ".join(verdict) + note,
     }
 
 
@@ -236,5 +417,6 @@ def comparison_table(results: ComparisonResults) -> list[TableRow]:
     """
     names = _Names.of(results)
     rows = [accuracy_row(names), query_features_row(names), cold_start_row(names),
-            folding_row(names), training_row(names, results), serving_row(names)]
+            folding_row(names, results.get("folding")), training_row(names, results),
+            serving_row(names)]
     return [row for row in rows if row is not None]

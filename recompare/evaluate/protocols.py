@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from ..errors import RecompareError
 from . import leakage as lk
-from .metrics import accuracy, check_ks
+from .metrics import accuracy, check_ks, per_query
 from .results import (
     DatasetSummary,
     Evaluation,
@@ -134,6 +134,7 @@ def evaluate(
     auc_queries: int = 1000,
     spurious_top: int = 10,
     seed: int = 0,
+    per_query_metrics: Sequence[str] = (),
     _context: _Context | None = None,
 ) -> ProtocolResult | Unsupported:
     """Evaluate one fitted model under one protocol.
@@ -154,6 +155,9 @@ def evaluate(
         ``auc_queries`` queries (drawn with ``seed``).
     spurious_top : int
         How many of the most spurious recommendations to list.
+    per_query_metrics : sequence of str
+        Metric keys (``"recall@20"``) whose per-query values to keep, under
+        ``result["per_query"]`` (numpy arrays, for paired statistics; not JSON).
 
     Returns
     -------
@@ -186,6 +190,10 @@ def evaluate(
         status="ok", protocol=protocol, n_queries=found["n_queries"],
         n_skipped=int(len(queries.candidates) - len(queries.users)),
         metrics=found["metrics"], stderr=found["stderr"], seconds=seconds)
+    if per_query_metrics:
+        values, evaluated = per_query(ids, queries.relevant, ks, valid)
+        result["per_query"] = {"users": queries.users[evaluated],
+                               **{key: values[key] for key in per_query_metrics}}
     if folding:
         result["folding"] = _folding(
             model, dataset, protocol, ks, ids, valid, queries.relevant, queries.users,
@@ -363,6 +371,7 @@ def evaluate_models(
     score_folding: bool = True,
     seed: int = 0,
     callback: Callback | None = None,
+    per_query_metrics: Sequence[str] = (),
 ) -> Evaluation:
     """Evaluate several fitted models side by side.
 
@@ -376,6 +385,8 @@ def evaluate_models(
         Add the leakage section (raises :class:`RecompareError` without item groups).
     callback : callable, optional
         Receives ``{"stage": "evaluate", "model", "protocol", "message"}`` events.
+    per_query_metrics : sequence of str
+        Passed to :func:`evaluate`: keep these metrics' per-query values.
 
     Returns
     -------
@@ -414,6 +425,6 @@ def evaluate_models(
                           "message": f"{model_name}: {protocol}"})
             entry["protocols"][protocol] = evaluate(
                 model, dataset, protocol, ks, folding=folding, score_folding=score_folding,
-                seed=seed, _context=context)
+                seed=seed, per_query_metrics=per_query_metrics, _context=context)
         out["models"][model_name] = entry
     return out

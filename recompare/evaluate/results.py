@@ -7,7 +7,7 @@ and cannot be listed as fields; they are documented on the type that holds them.
 """
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 
 class Accuracy(TypedDict):
@@ -124,9 +124,14 @@ class ProtocolResult(_ProtocolRequired, total=False):
         Wall-clock time to build the queries and their top-k lists.
     folding : Folding
         Only when evaluated with ``folding=True``.
+    per_query : dict
+        Only when asked for (``per_query_metrics``): ``"users"`` (the dense index of each
+        evaluated query) and ``"name@k"`` -> per-query values, all numpy arrays of the same
+        length; kept in memory for paired statistics, not written as JSON.
     """
 
     folding: Folding
+    per_query: dict[str, Any]
 
 
 class Unsupported(TypedDict):
