@@ -403,3 +403,86 @@ def test_double_colon_with_tabs_is_one_clear_error(tmp_path):
     (root / "ratings.dat").write_text("1::10::5::978300760\n2::10::\t4::978301968\n")
     with pytest.raises(RecompareError, match=r"^\S*ratings.dat: separator '::' with tabs"):
         prepare(root)
+
+
+# ------------------------------------------------------------------ messages that point at the fault
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_text_in_a_numeric_time_column_names_its_own_line(tmp_path, chunk_rows):
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,rating,timestamp\n1,a,4,978300760\n1,b,3,978300761\n"
+                   "2,a,5,978300762\n2,b,2,yesterday\n3,a,1,978300764\n")
+    with pytest.raises(RecompareError) as err:
+        prepare(log, chunk_rows=chunk_rows)
+    message = str(err.value)
+    assert "'yesterday'" in message and "line 5" in message and "978300760" not in message
+    assert "\n" not in message
+
+
+def test_wrong_separator_names_the_right_one(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("user\titem\trating\n1\ta\t4\n2\tb\t3\n")
+    with pytest.raises(RecompareError, match=r"look tab-separated; pass --sep tab") as err:
+        prepare(log, sep=",")
+    assert "--item-col" not in str(err.value)
+    assert prepare(log, sep="tab").interactions.nnz == 2  # the named fix works
+
+
+def test_explicit_separator_that_fits_is_used(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("user;item;rating\n1;a;4\n2;b;3\n")
+    assert prepare(log, sep=";").interactions.nnz == 2
+
+
+@pytest.mark.parametrize("compress", ["gzip", "bz2", "lzma"])
+@pytest.mark.parametrize("sep", [",", "::"])
+def test_compressed_log_named_csv_is_read(tmp_path, compress, sep):
+    import importlib
+
+    text = f"user{sep}item{sep}rating\n1{sep}a{sep}4\n2{sep}b{sep}3\n3{sep}a{sep}5\n"
+    plain, packed = tmp_path / "plain.csv", tmp_path / "packed.csv"
+    plain.write_text(text)
+    packed.write_bytes(importlib.import_module(compress).compress(text.encode()))
+    same_data(prepare(plain, chunk_rows=2), prepare(packed, chunk_rows=2))
+
+
+def test_zip_and_damaged_gzip_are_one_clear_error(tmp_path):
+    import gzip
+    import zipfile
+
+    archive = tmp_path / "log.csv"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("log.csv", "user,item\n1,a\n")
+    with pytest.raises(RecompareError, match=r"log\.csv is zip-compressed; extract"):
+        prepare(archive)
+    cut = tmp_path / "cut.csv"
+    raw = gzip.compress(("user,item\n" + "".join(f"{u},{u % 7}\n" for u in range(20000)))
+                        .encode())
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(RecompareError, match=r"cut\.csv"):
+        prepare(cut)
+
+
+def test_ml100k_without_u_item_warns_on_stderr(tmp_path):
+    from click.testing import CliRunner
+
+    from recompare.cli import main
+
+    write_ml100k(tmp_path / "ml-100k")
+    (tmp_path / "ml-100k" / "u.item").unlink()
+    events = []
+    ds = prepare(tmp_path / "ml-100k", callback=events.append)
+    assert ds.item_groups is None
+    warnings = [e for e in events if e.get("level") == "warning"]
+    assert len(warnings) == 1 and "u.item" in warnings[0]["message"]
+    result = CliRunner().invoke(main, ["data", "prepare", str(tmp_path / "ml-100k"),
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "no u.item" in result.stderr and "folding report" in result.stderr
+    assert "u.item" not in result.stdout
+    # with u.item there is nothing to warn about
+    write_ml100k(tmp_path / "full")
+    events.clear()
+    prepare(tmp_path / "full", callback=events.append)
+    assert not [e for e in events if e.get("level") == "warning"]

@@ -306,7 +306,12 @@ def _read_source(path: Path, detected: str, group_col: str | None, given: dict,
             raise RecompareError(f"{flags} apply to CSV/Parquet logs, not to a MovieLens folder "
                                  "(pass --format csv and the ratings file to map columns)")
         emit({"stage": "load", "message": f"reading MovieLens folder {path}"})
-        return read_movielens(path, group_col=group_col, chunk_rows=chunk_rows)
+        raw = read_movielens(path, group_col=group_col, chunk_rows=chunk_rows)
+        if raw.format == "movielens-100k" and raw.item_table is None:
+            emit({"stage": "load", "level": "warning", "message": (
+                f"warning: {path} has no u.item, so items get no genre groups and the "
+                "folding report will not have them; add u.item from the 100K archive")})
+        return raw
     if path.is_dir():
         raise RecompareError(f"{path} is a folder; pass the {detected} file itself")
     if detected == "parquet" and not is_parquet(path):

@@ -10,7 +10,10 @@ it.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +51,39 @@ class TextLayout:
     encoding: str
 
 
+#: leading bytes of compressed files: (name, opener, or None when it cannot be read here)
+_COMPRESSED: dict[bytes, tuple[str, Callable[..., Any] | None]] = {
+    b"\x1f\x8b": ("gzip", gzip.open),
+    b"BZh": ("bzip2", bz2.open),
+    b"\xfd7zXZ\x00": ("xz", lzma.open),
+    b"PK\x03\x04": ("zip", None),
+    b"\x28\xb5\x2f\xfd": ("zstd", None),
+}
+
+
+def _compression(path: Path) -> tuple[str, Callable[..., Any] | None] | None:
+    """How ``path`` is compressed, judged by its first bytes (whatever its name), or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    for magic, found in _COMPRESSED.items():
+        if head.startswith(magic):
+            return found
+    return None
+
+
+def open_text_bytes(path: Path) -> BinaryIO:
+    """``path`` opened for reading bytes, decompressed on the fly when it is gzip, bzip2 or xz
+    compressed (pandas would only see it by the file's suffix); other archives are refused."""
+    found = _compression(path)
+    if found is None:
+        return open(path, "rb")
+    name, opener = found
+    if opener is None:
+        raise RecompareError(f"{path.name} is {name}-compressed; extract the table first "
+                             "(recompare reads plain, gzip, bzip2 or xz-compressed text)")
+    return opener(path, "rb")
+
+
 def is_parquet(path: Path) -> bool:
     """Whether ``path`` starts with the Parquet magic bytes (reads 4 bytes only)."""
     with open(path, "rb") as handle:
@@ -78,6 +114,25 @@ def _sniff_sep(lines: list[str], path: Path) -> str:
     raise RecompareError(f"cannot detect the field separator of {path}; pass --sep")
 
 
+#: separator -> (its name, how to pass it to --sep in a shell)
+_SEP_NAMES = {"\t": ("tab", "tab"), ",": ("comma", ","), ";": ("semicolon", "';'"),
+              "|": ("pipe", "'|'"), "::": ("'::'", "::")}
+
+
+def _check_given_sep(sep: str, lines: list[str], path: Path) -> None:
+    """Refuse a separator found on none of the first lines when another one fits them all."""
+    if any(sep in line for line in lines):
+        return
+    try:
+        sniffed = _sniff_sep(lines, path)
+    except RecompareError:
+        return  # no better guess: let the column checks speak
+    name, flag = _SEP_NAMES[sniffed]
+    raise RecompareError(
+        f"{path.name}: the separator {sep!r} (--sep) is on none of the first lines, which "
+        f"look {name}-separated; pass --sep {flag}, or leave --sep out to detect it")
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -101,8 +156,11 @@ def _sniff_header(lines: list[str], sep: str, wanted: Sequence[str]) -> bool:
 def sniff_layout(path: Path, sep: str | None = None, header: bool | None = None,
                  encoding: str | None = None, wanted: Sequence[str] = ()) -> TextLayout:
     """Separator, header and encoding of a delimited file, from its first 64 KiB."""
-    with open(path, "rb") as handle:
-        head = handle.read(SNIFF_BYTES)
+    try:
+        with open_text_bytes(path) as handle:
+            head = handle.read(SNIFF_BYTES)
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise RecompareError(f"cannot read {path}: damaged compressed file ({exc})") from None
     cut = head.rfind(b"\n") if len(head) == SNIFF_BYTES else len(head)
     sample, encoding = _decode(head[:cut if cut > 0 else len(head)], encoding)
     lines = [line for line in sample.splitlines()[:50] if line.strip()]
@@ -110,8 +168,9 @@ def sniff_layout(path: Path, sep: str | None = None, header: bool | None = None,
         raise RecompareError(f"{path} is empty")
     if sep is None:
         sep = _sniff_sep(lines, path)
-    elif sep in ("\\t", "tab", "TAB"):
-        sep = "\t"
+    else:
+        sep = "\t" if sep in ("\\t", "tab", "TAB") else sep
+        _check_given_sep(sep, lines, path)
     if header is None:
         header = _sniff_header(lines, sep, wanted)
     return TextLayout(sep=sep, header=header, encoding=encoding)
@@ -130,7 +189,7 @@ class _SeparatorStream(io.RawIOBase):
         super().__init__()
         self._path = path
         # closed in close(): the stream outlives this call, as any open file handed to pandas
-        self._handle: BinaryIO = open(path, "rb")  # noqa: SIM115
+        self._handle: BinaryIO = open_text_bytes(path)
         self._sep = sep
         self._block = TRANSLATE_BYTES
         self._pending = b""
@@ -170,7 +229,7 @@ class _SeparatorStream(io.RawIOBase):
 def _csv_source(path: Path, layout: TextLayout) -> tuple[Any, str]:
     """What to hand to ``pandas.read_csv`` and the one-character separator to use."""
     if len(layout.sep) == 1:
-        return path, layout.sep
+        return (path if _compression(path) is None else open_text_bytes(path)), layout.sep
     return io.BufferedReader(_SeparatorStream(path, layout.sep.encode(layout.encoding))), "\t"
 
 
@@ -232,7 +291,7 @@ def read_table(path: str | Path, sep: str | None = None, header: bool | None = N
                 raise
         except RecompareError:
             raise
-        except (pd.errors.ParserError, ValueError) as exc:
+        except (pd.errors.ParserError, ValueError, EOFError, OSError, lzma.LZMAError) as exc:
             raise _parse_error(path, exc) from None
         finally:
             if not isinstance(source, Path):
@@ -262,7 +321,7 @@ def read_table_chunks(path: Path, layout: TextLayout, id_columns: Sequence[str],
                 continue
             yield _named(chunk, path), first_line
             first_line += len(chunk)
-    except (pd.errors.ParserError, ValueError) as exc:
+    except (pd.errors.ParserError, ValueError, EOFError, OSError, lzma.LZMAError) as exc:
         if isinstance(exc, (UnicodeDecodeError, RecompareError)):
             raise
         raise _parse_error(path, exc) from None
@@ -383,6 +442,12 @@ def _raw_times(series: pd.Series, column: str, path: Path,
         raise RecompareError(f"{path.name}: column {column!r} has {int(missing.sum())} missing "
                              f"times (first on line {line})")
     parsed = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
+    if parsed.isna().any() and numbers.notna().any():
+        # epoch numbers with some text: the fault is the first text, not a number
+        where = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+        raise RecompareError(f"{path.name}: time {str(series.iloc[where])!r} in column "
+                             f"{column!r} on line {first_line + where} is not a number, but "
+                             "the column holds epoch numbers; fix or remove that row")
     if parsed.isna().any():
         where = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         raise RecompareError(f"{path.name}: cannot read time {str(series.iloc[where])!r} in "

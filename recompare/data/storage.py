@@ -20,8 +20,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._atomic import atomic_dir
+from .._io import refuse
 from .._jsonutil import json_default
 from ..errors import RecompareError
+from .checked_read import (
+    META_OPTIONAL,
+    META_REQUIRED,
+    has_matrix,
+    read_matrix,
+    read_meta,
+    read_tables,
+)
 from .dataset import Dataset, IdMap, Split, _fingerprint_head, _matrix_chunks, as_csr
 
 # 2: matrices stored uncompressed (loading no longer pays for zlib); the temporal-global
@@ -31,7 +40,16 @@ READABLE_VERSIONS = (1, 2)
 
 
 def save_dataset(dataset: Dataset, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``dataset`` in the documented directory layout, atomically; returns the path."""
+    """Write ``dataset`` in the documented directory layout, atomically; returns the path.
+
+    ``dataset.meta`` may only hold the provenance keys of the format (``source``,
+    ``options``, ...), since :func:`load_dataset` refuses any other key of ``meta.json``.
+    """
+    unknown = sorted(set(dataset.meta) - set(META_REQUIRED) - set(META_OPTIONAL))
+    if unknown:
+        raise RecompareError(
+            f"cannot save data set {path}: meta key '{unknown[0]}' is not part of the format; "
+            f"use one of {', '.join(sorted(META_OPTIONAL))} (docs/data-layout.md)")
     with atomic_dir(path, overwrite=overwrite) as tmp:
         # uncompressed: zlib took ~20x longer than the write and slowed every load
         sp.save_npz(tmp / "interactions.npz", dataset.interactions, compressed=False)
@@ -87,28 +105,28 @@ def save_dataset(dataset: Dataset, path: str | os.PathLike, overwrite: bool = Fa
 
 
 def load_dataset(cls: type[Dataset], path: str | os.PathLike) -> Dataset:
-    """Read a directory written by :func:`save_dataset` as a ``cls`` (never unpickles)."""
+    """Read a directory written by :func:`save_dataset` as a ``cls`` (never unpickles).
+
+    Every file goes through the guarded reads of :mod:`recompare.data.checked_read`: fixed
+    names inside ``path`` only, each checked against ``meta.json``; any damage is one
+    :class:`RecompareError` line naming the file.
+    """
     root = Path(path)
-    meta = _read_meta(root)
-    try:
-        users = pd.read_csv(root / "users.csv", dtype={"id": str}, keep_default_na=False)
-        items = pd.read_csv(root / "items.csv", dtype={"id": str}, keep_default_na=False)
-    except (OSError, ValueError) as exc:
-        raise RecompareError(f"cannot read data set {root}: {exc}") from None
+    meta = read_meta(root)
+    _check_version(root, meta)
+    users, items = read_tables(root, meta)
     user_map, item_map = IdMap(users["id"].to_numpy()), IdMap(items["id"].to_numpy())
-    split_meta = meta.get("split") or None
-    names = tuple(meta.get("groups") or ())
+    split_meta = meta["split"]
+    names = tuple(meta["groups"])
     hasher = _BackgroundHash()
     try:
         hasher.feed(_fingerprint_head(user_map, item_map,
                                       split_meta["kind"] if split_meta else None))
-        interactions, split = _read_matrices(root, split_meta, users, hasher,
+        interactions, split = _read_matrices(root, meta, users, hasher,
                                              verified=bool(meta.get("fingerprint")))
         # read while the worker hashes
-        timestamps = None
-        if (root / "timestamps.npz").is_file():
-            timestamps = sp.csr_matrix(_load_npz(root / "timestamps.npz"))
-        side = _side_data(users, items, names, meta.get("user_features") or {})
+        timestamps = _read_timestamps(root, meta, interactions)
+        side = _side_data(users, items, names, meta["user_features"])
         fingerprint = hasher.hexdigest()[:16]
     finally:
         hasher.close()
@@ -127,7 +145,7 @@ def load_dataset(cls: type[Dataset], path: str | os.PathLike) -> Dataset:
 _META_KEYS = {"format", "version", "fingerprint", "counts", "groups", "user_features", "split"}
 
 
-def _read_matrices(root: Path, split_meta: dict | None, users: pd.DataFrame,
+def _read_matrices(root: Path, meta: dict, users: pd.DataFrame,
                    hasher: _BackgroundHash, verified: bool,
                    ) -> tuple[sp.csr_matrix, Split | None]:
     """Interactions and split parts, each handed to ``hasher`` as soon as it is read.
@@ -136,16 +154,14 @@ def _read_matrices(root: Path, split_meta: dict | None, users: pd.DataFrame,
     saved: any change, canonical form included, fails the check; without
     one they are brought to canonical form.
     """
+    split_meta = meta["split"]
+
     def read(name: str) -> sp.csr_matrix | None:
-        path = root / f"{name}.npz"
-        if name != "interactions" and not path.is_file():
-            matrix = None
+        if name == "interactions" or (name == "train" or has_matrix(root, name)):
+            matrix = read_matrix(root, name, meta)
+            matrix = matrix if verified else as_csr(matrix)
         else:
-            try:
-                matrix = _load_npz(path)
-            except (OSError, ValueError, KeyError) as exc:
-                raise RecompareError(f"cannot read data set {root}: {exc}") from None
-            matrix = sp.csr_matrix(matrix) if verified else as_csr(matrix)
+            matrix = None
         hasher.feed(_matrix_chunks(matrix))
         return matrix
 
@@ -153,12 +169,26 @@ def _read_matrices(root: Path, split_meta: dict | None, users: pd.DataFrame,
     if not split_meta:
         return interactions, None
     parts = {name: read(name) for name in ("train", "test", "foldin", "heldout")}
-    heldout_users = (
-        np.flatnonzero(users["heldout"].astype(str).str.lower() == "true")
-        if "heldout" in users else np.zeros(0, dtype=np.int64)
-    )
+    heldout_users = np.flatnonzero(users["heldout"].astype(str).str.lower() == "true")
     return interactions, Split(kind=split_meta["kind"], heldout_users=heldout_users,
                                options=split_meta.get("options", {}), **parts)
+
+
+def _read_timestamps(root: Path, meta: dict, interactions: sp.csr_matrix
+                     ) -> sp.csr_matrix | None:
+    """``timestamps.npz`` when there is one: integer seconds on the pattern of the
+    interactions (docs/data-layout.md), else None."""
+    if not has_matrix(root, "timestamps"):
+        return None
+    timestamps = read_matrix(root, "timestamps", meta, kinds="iu")
+    # without a fingerprint the interactions were brought to canonical form: compare counts
+    same = (np.array_equal(timestamps.indptr, interactions.indptr)
+            and np.array_equal(timestamps.indices, interactions.indices)
+            if meta.get("fingerprint") else timestamps.nnz == interactions.nnz)
+    if not same:
+        raise refuse(root / "timestamps.npz", "data set matrix",
+                     "its entries are not those of interactions.npz")
+    return timestamps
 
 
 def _side_data(users: pd.DataFrame, items: pd.DataFrame, names: tuple[str, ...],
@@ -219,22 +249,10 @@ class _BackgroundHash:
         return self._digest.hexdigest()
 
 
-def _read_meta(root: Path) -> dict:
-    """``meta.json`` of a saved data set, checked for a format version this code reads."""
-    meta_path = root / "meta.json"
-    if not meta_path.is_file():
-        raise RecompareError(
-            f"{root} is not a prepared data set (no meta.json); "
-            "run `recompare data prepare` or `recompare data synth` first"
-        )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RecompareError(f"cannot read data set {root}: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != "recompare-dataset":
-        raise RecompareError(f"{meta_path} does not describe a recompare data set")
-    version = meta.get("version")
-    if isinstance(version, int) and version > FORMAT_VERSION:
+def _check_version(root: Path, meta: dict) -> None:
+    """Refuse a data set whose format version this code does not read."""
+    version = meta["version"]
+    if version > FORMAT_VERSION:
         raise RecompareError(
             f"data set {root} has format version {version}, newer than this recompare reads "
             f"(up to {FORMAT_VERSION}); upgrade recompare")
@@ -242,13 +260,3 @@ def _read_meta(root: Path) -> dict:
         raise RecompareError(
             f"data set {root} has format version {version!r}, which this recompare no longer "
             "reads; prepare it again with `recompare data prepare` (or `data synth`)")
-    return meta
-
-
-def _load_npz(path: Path) -> sp.spmatrix:
-    if not path.is_file():
-        raise RecompareError(f"missing file {path}")
-    # scipy.sparse.load_npz calls np.load(allow_pickle=False)
-    return sp.load_npz(path)
-
-
