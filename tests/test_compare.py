@@ -435,3 +435,33 @@ def test_results_json_is_written_with_the_shared_encoder(tmp_path):
     assert text.endswith("\n")
     with pytest.raises(TypeError):
         dumps({"x": object()})
+
+
+def test_a_question_the_data_cannot_answer_keeps_its_row_with_the_reason(results):
+    changed = copy.deepcopy(results)
+    changed["evaluation"]["protocols"] = ["weak"]  # as after a temporal split
+    changed["dataset"]["protocols"] = ["weak"]
+    changed["dataset"]["split"]["kind"] = "temporal"
+    changed["dataset"]["user_features"] = []
+    rows = {row["question"]: row for row in comparison_table(changed)}
+    assert list(rows) == ["Accuracy", "Query features", "Cold start", "Folding",
+                          "Training scalability", "Serving scalability"]
+    assert rows["Query features"]["verdict"] == (
+        "not answered: the temporal split has no held-out users; use --split both (or users) "
+        "to ask it")
+    assert rows["Cold start"]["verdict"].startswith("not answered: no user features")
+    assert rows["Query features"]["wals"] == rows["Cold start"]["dnn"] == "n/a"
+
+
+def test_no_duplicate_history_only_model_without_user_features(small):
+    from dataclasses import replace
+
+    from recompare.compare import run_comparison
+
+    bare = replace(small, user_features=None) if hasattr(small, "__dataclass_fields__") else None
+    if bare is None:
+        pytest.fail("Dataset is expected to be a dataclass")
+    variants = [v for v in FAST if v.role in ("wals", "dnn", "features")]
+    results = run_comparison(bare, variants=variants, quick=True, serving_queries=5)
+    assert "DNN history only" not in results["models"]
+    assert {"WALS", "DNN"} <= set(results["models"])

@@ -153,6 +153,8 @@ def run_comparison(
     variants = variants or default_variants(quick, seed)
     ks = tuple(sorted(set(ks) | {10, 20}))
     _warm_up()
+    if not _has_side_features(dataset):  # the DNN with features is the history-only one
+        variants = [v for v in variants if v.role != "features"]
     runs = [_with_runtime_params(_quick(v) if quick else v, dataset, threads) for v in variants]
     models: dict[str, Any] = {}
     info: dict[str, ModelRecord] = {}
@@ -190,6 +192,12 @@ def run_comparison(
     }
     results["table"] = comparison_table(results)
     return (results, models) if return_models else results
+
+
+def _has_side_features(dataset: Any) -> bool:
+    """Whether the data has user features besides the history (what ``features`` adds)."""
+    features = getattr(dataset, "user_features", None)
+    return features is not None and features.shape[1] > 0
 
 
 def _folding_on_mirror(dataset: Any, copies: int, runs: list[Variant], ks: tuple[int, ...],

@@ -413,10 +413,44 @@ def comparison_table(results: ComparisonResults) -> list[TableRow]:
     """One row per question of the source document, with numbers and a verdict.
 
     A question the data set cannot answer (no such protocol, no groups, serving not
-    measured) has no row.
+    measured) keeps its row, with "n/a" and the reason in the verdict.
     """
     names = _Names.of(results)
+    dataset = results.get("dataset", {})
     rows = [accuracy_row(names), query_features_row(names), cold_start_row(names),
             folding_row(names, results.get("folding")), training_row(names, results),
             serving_row(names)]
-    return [row for row in rows if row is not None]
+    return [row if row is not None else _unanswered(question, _why_not(question, dataset))
+            for question, row in zip(QUESTIONS, rows)]
+
+
+#: the source document's questions, in the order of the table's rows
+QUESTIONS = ("Accuracy", "Query features", "Cold start", "Folding", "Training scalability",
+             "Serving scalability")
+
+
+def _why_not(question: str, dataset: dict) -> str:
+    """Why the data set cannot answer ``question`` (a row is never silently missing)."""
+    split = (dataset.get("split") or {}).get("kind")
+    if split is None:
+        return "this data set has no split; prepare it with --split"
+    protocols = set(dataset.get("protocols") or ())
+    no_heldout = (f"the {split} split has no held-out users; use --split both (or users) "
+                  "to ask it")
+    if question == "Query features" and "strong" not in protocols:
+        return no_heldout
+    if question == "Cold start":
+        if not dataset.get("user_features"):
+            return "no user features in this data: cold users have nothing to go on"
+        if "cold" not in protocols:
+            return no_heldout
+    if question == "Folding":
+        return "no item groups in this data, and --folding-mirror was not asked"
+    if question == "Accuracy" and "weak" not in protocols:
+        return f"the {split} split has no test interactions for known users"
+    return "not measured in this run"
+
+
+def _unanswered(question: str, reason: str) -> TableRow:
+    return {"question": question, "measure": "-", "wals": "n/a", "dnn": "n/a",
+            "verdict": f"not answered: {reason}"}
