@@ -14,46 +14,40 @@ from recompare.errors import RecompareError
 from recompare.models import load_model, model_class
 from recompare.models.baselines import Popularity, RandomEmbeddings, make_baseline
 
-
-@pytest.fixture(scope="module")
-def data():
-    return split(planted(n_users=240, n_items=120, n_groups=3, seed=1), "both", seed=1)
-
-
 BASELINES = [Popularity(), Popularity(by_group=True), RandomEmbeddings(factors=8)]
 
 
 @pytest.mark.parametrize("model", BASELINES, ids=["pop", "pop-group", "random"])
-def test_contract(model, data, tmp_path):
-    fitted = model.fit(data)
+def test_contract(model, tiny_split, tmp_path):
+    fitted = model.fit(tiny_split)
     assert fitted is model
     ids, scores = model.recommend(np.arange(20), 10)
     assert ids.shape == (20, 10) and scores.shape == (20, 10)
-    seen = data.train[:20].toarray() != 0
+    seen = tiny_split.train[:20].toarray() != 0
     assert not np.take_along_axis(seen, ids, 1).any()
     # save / load round trip gives identical recommendations, through the registry too
     model.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert meta["kind"] == model.kind and meta["fingerprint"] == data.fingerprint
-    loaded = load_model(tmp_path / "m", data)
+    assert meta["kind"] == model.kind and meta["fingerprint"] == tiny_split.fingerprint
+    loaded = load_model(tmp_path / "m", tiny_split)
     assert isinstance(loaded, model_class(model.kind))
     np.testing.assert_array_equal(loaded.recommend(np.arange(20), 10)[0], ids)
     with pytest.raises(RecompareError, match="already exists"):
         model.save(tmp_path / "m")
     # new users: shapes, and the same input gives the same output
-    hist = data.split.foldin[data.split.heldout_users[:5]]
-    q1 = model.embed_new_users(hist, data.user_features.iloc[:5])
-    q2 = model.embed_new_users(hist, data.user_features.iloc[:5])
+    hist = tiny_split.split.foldin[tiny_split.split.heldout_users[:5]]
+    q1 = model.embed_new_users(hist, tiny_split.user_features.iloc[:5])
+    q2 = model.embed_new_users(hist, tiny_split.user_features.iloc[:5])
     assert q1.shape == (5, model.item_embeddings().shape[1])
     np.testing.assert_array_equal(q1, q2)
     new_ids, _ = model.recommend_new(hist, None, k=5)
     assert not np.take_along_axis(hist.toarray() != 0, new_ids, 1).any()
 
 
-def test_refit_is_deterministic(data):
-    a = RandomEmbeddings(factors=4, random_state=3).fit(data).recommend(k=5)[0]
-    b = RandomEmbeddings(factors=4, random_state=3).fit(data).recommend(k=5)[0]
-    c = RandomEmbeddings(factors=4, random_state=4).fit(data).recommend(k=5)[0]
+def test_refit_is_deterministic(tiny_split):
+    a = RandomEmbeddings(factors=4, random_state=3).fit(tiny_split).recommend(k=5)[0]
+    b = RandomEmbeddings(factors=4, random_state=3).fit(tiny_split).recommend(k=5)[0]
+    c = RandomEmbeddings(factors=4, random_state=4).fit(tiny_split).recommend(k=5)[0]
     np.testing.assert_array_equal(a, b)
     assert (a != c).any()
 
@@ -69,11 +63,11 @@ def test_popularity_orders_by_count_with_index_ties():
     np.testing.assert_array_equal(q[0], q[1])
 
 
-def test_popularity_by_group_stays_in_group(data):
-    model = Popularity(by_group=True).fit(data)
-    ids, _ = model.recommend(np.arange(data.n_users), 10)
-    groups = data.query_groups()
-    assert (data.item_groups[ids] == groups[:, None]).all()
+def test_popularity_by_group_stays_in_group(tiny_split):
+    model = Popularity(by_group=True).fit(tiny_split)
+    ids, _ = model.recommend(np.arange(tiny_split.n_users), 10)
+    groups = tiny_split.query_groups()
+    assert (tiny_split.item_groups[ids] == groups[:, None]).all()
 
 
 def test_popularity_by_group_needs_groups():
@@ -82,9 +76,9 @@ def test_popularity_by_group_needs_groups():
         Popularity(by_group=True).fit(ds)
 
 
-def test_bad_params_and_loading(data, tmp_path):
+def test_bad_params_and_loading(tiny_split, tmp_path):
     with pytest.raises(RecompareError, match="factors"):
-        RandomEmbeddings(factors=0).fit(data)
+        RandomEmbeddings(factors=0).fit(tiny_split)
     with pytest.raises(RecompareError, match="not fitted"):
         Popularity().recommend(k=1)
     with pytest.raises(RecompareError, match="unknown baseline"):
@@ -92,7 +86,7 @@ def test_bad_params_and_loading(data, tmp_path):
     other = split(planted(n_users=240, n_items=120, n_groups=3, seed=2), "both", seed=1)
     Popularity().fit(other).save(tmp_path / "other")
     with pytest.raises(RecompareError, match="another data set"):
-        load_model(tmp_path / "other", data)
+        load_model(tmp_path / "other", tiny_split)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "model.json").write_text(json.dumps({"kind": "random"}))
     with pytest.raises(RecompareError, match="missing"):
@@ -104,3 +98,16 @@ def test_empty_training_matrix_is_refused():
     ds = ds.replace(interactions=sp.csr_matrix((1, 1), dtype=np.float32))
     with pytest.raises(RecompareError, match="empty"):
         Popularity().fit(ds)
+
+
+def test_new_user_count_checks_its_inputs():
+    from recompare.models.base import n_new_users
+
+    features = __import__("pandas").DataFrame({"f": [1, 2, 3]})
+    assert n_new_users(sp.csr_matrix((3, 4)), None) == 3
+    assert n_new_users(None, features) == 3
+    assert n_new_users(sp.csr_matrix((3, 4)), features) == 3
+    with pytest.raises(RecompareError, match="2 rows but features have 3"):
+        n_new_users(sp.csr_matrix((2, 4)), features)
+    with pytest.raises(RecompareError, match="history or features"):
+        n_new_users(None, None)

@@ -11,9 +11,9 @@ from recompare.data.splits import split
 from recompare.data.synth import planted
 
 FAST = [
-    Variant("WALS", "wals", {"iterations": 4, "factors": 16}, "wals"),
+    Variant("WALS", "wals", {"iterations": 4, "dim": 16}, "wals"),
     Variant("WALS w0=0 const-reg", "wals",
-            {"iterations": 4, "factors": 16, "unobserved_weight": 0.0, "reg_scaling": "none"},
+            {"iterations": 4, "dim": 16, "unobserved_weight": 0.0, "reg_scaling": "none"},
             "fold"),
     Variant("DNN", "softmax", {"epochs": 3, "dim": 16, "hidden": (32,)}, "dnn"),
     Variant("DNN history only", "softmax",

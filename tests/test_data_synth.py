@@ -128,9 +128,20 @@ def test_planted_rejects_impossible_settings(kwargs):
         planted(**kwargs)
 
 
-def test_planted_round_trips_through_the_saved_layout(small, tmp_path):
-    small.save(tmp_path / "ds")
-    loaded = Dataset.load(tmp_path / "ds")
+def test_default_planted_data_is_the_bundled_data_set(bundled_path):
+    """The generator's defaults, split as documented, give data/planted bit for bit."""
+    from recompare.data.splits import split
+
+    bundled = Dataset.load(bundled_path)
+    made = split(planted(), "both", seed=0)
+    assert made.fingerprint == bundled.fingerprint
+    assert made.user_features.equals(bundled.user_features)
+    assert (made.timestamps != bundled.timestamps).nnz == 0
+
+
+def test_planted_round_trips_through_the_saved_layout(small, out_dir):
+    small.save(out_dir)
+    loaded = Dataset.load(out_dir)
     assert loaded.fingerprint == small.fingerprint
     assert np.array_equal(loaded.user_groups, small.user_groups)
     assert np.array_equal(loaded.item_groups, small.item_groups)

@@ -13,15 +13,14 @@ from recompare.models.baselines import Popularity
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory):
+def paths(tmp_path_factory, tiny_planted, tiny_split):
     root = tmp_path_factory.mktemp("eval-cli")
-    data = split(planted(n_users=300, n_items=150, n_groups=3, seed=2), "both", seed=2)
-    data.save(root / "data")
-    Popularity().fit(data).save(root / "pop-model")
-    other = split(planted(n_users=300, n_items=150, n_groups=3, seed=3), "both", seed=2)
+    tiny_split.save(root / "data")
+    Popularity().fit(tiny_split).save(root / "pop-model")
+    other = split(planted(n_users=240, n_items=120, n_groups=3, seed=3), "both", seed=1)
     Popularity().fit(other).save(root / "foreign-model")
-    data.replace(item_groups=None, user_groups=None, group_names=()).save(root / "nogroups")
-    split(planted(n_users=200, n_items=100, seed=4), "random").save(root / "random-split")
+    tiny_split.replace(item_groups=None, user_groups=None, group_names=()).save(root / "nogroups")
+    split(tiny_planted, "random", seed=1).save(root / "random-split")
     return root
 
 

@@ -102,3 +102,23 @@ def test_folding_auc_equals_pairwise_count_with_ties():
             expected.append(np.mean(pairs))
     got = lk.folding_auc(queries, items, query_groups, item_groups, exclude, chunk_size=5)
     assert got == pytest.approx(np.mean(expected))
+
+
+def test_majority_groups_hand_computed():
+    item_groups = np.array([0, 0, 1, 1, -1])
+    history = sp.csr_matrix(np.array([
+        [1, 1, 1, 0, 0],   # two of group 0, one of group 1
+        [0, 5, 0, 2, 0],   # values do not weigh: a tie, lowest code wins
+        [0, 0, 0, 0, 3],   # only an item of unknown group
+        [0, 0, 0, 0, 0],   # nothing
+        [0, 0, 1, 1, 1],   # group 1
+    ], dtype=np.float32))
+    np.testing.assert_array_equal(lk.majority_groups(history, item_groups), [0, 0, -1, -1, 1])
+    no_groups = lk.majority_groups(history, np.full(5, -1))
+    np.testing.assert_array_equal(no_groups, np.full(5, -1))
+
+
+def test_majority_groups_is_the_dataset_query_group_rule(tiny_split):
+    unlabelled = tiny_split.replace(user_groups=None)
+    expected = lk.majority_groups(tiny_split.train, tiny_split.item_groups)
+    np.testing.assert_array_equal(unlabelled.query_groups(), expected)

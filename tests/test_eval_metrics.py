@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recompare.errors import RecompareError
-from recompare.evaluate.metrics import METRICS, accuracy, check_ks, split_key
+from recompare.evaluate.metrics import (
+    METRICS,
+    accuracy,
+    check_ks,
+    embedding_recall,
+    split_key,
+)
 
 
 def _relevant(rows: list[set[int]], n_items: int) -> sp.csr_matrix:
@@ -125,3 +131,20 @@ def test_metrics_agree_with_loop_reference(n_queries, n_items, seed, data):
             assert 0.0 <= value <= 1.0 + 1e-12
             assert value == pytest.approx(ref[name], abs=1e-12), (name, k)
     assert out["n_queries"] + out["n_skipped"] == n_queries
+
+
+def test_embedding_recall_hand_computed():
+    # items on the axes of a 3-d space: query r scores item j by queries[r, j]
+    items = np.eye(4, 3, dtype=np.float32)
+    items[3] = [0.5, 0.5, 0.0]
+    queries = np.array([[3, 2, 1], [1, 0, 3], [0, 0, 1]], dtype=np.float32)
+    relevant = _relevant([{1, 2}, {0}, set()], 4)
+    # top-2: row 0 -> items 0, 3 (3 > 2.5): no hit; row 1 -> 2, 0: one hit of one
+    assert embedding_recall(queries, items, relevant, 2) == pytest.approx((0 / 2 + 1 / 1) / 2)
+    # excluding item 0 for row 0 lifts item 3 then 1 into its top 2: 1 hit of 2
+    exclude = sp.csr_matrix(([1.0], ([0], [0])), shape=(3, 4))
+    assert embedding_recall(queries, items, relevant, 2, exclude=exclude) == pytest.approx(
+        (1 / 2 + 1 / 1) / 2)
+    # k is capped at the catalogue; no query with relevant items gives 0.0
+    assert embedding_recall(queries, items, relevant, 10) == pytest.approx(1.0)
+    assert embedding_recall(queries, items, _relevant([set()] * 3, 4), 2) == 0.0

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from recompare.data.splits import split
-from recompare.data.synth import planted
 from recompare.errors import RecompareError
 from recompare.evaluate.protocols import evaluate_models
 from recompare.models.baselines import Popularity, RandomEmbeddings
@@ -23,8 +21,8 @@ class _WeakOnly(Popularity):
 
 
 @pytest.fixture(scope="module")
-def evaluated():
-    data = split(planted(n_users=200, n_items=100, n_groups=2, seed=9), "both", seed=9)
+def evaluated(tiny_split):
+    data = tiny_split
     models = {"weak-only": _WeakOnly().fit(data), "random": RandomEmbeddings(factors=4).fit(data)}
     return data, models, evaluate_models(models, data, "all", (5, 10), folding=True)
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from recompare.data.dataset import Dataset, IdMap, from_interactions
 from recompare.errors import RecompareError
-from recompare.models.wals import WALS, _exact_rows
+from recompare.models.wals import WALS
+from recompare.models.wals_exact import exact_rows
 
 # ---------------------------------------------------------------- helpers
 
@@ -108,7 +109,7 @@ def test_row_solve_equals_dense_weighted_lstsq(n_items, k, w0, lam, seed):
     import torch
 
     yt = torch.from_numpy(y)
-    x = _exact_rows(row, yt, yt.T @ yt, w[observed], t[observed], w0, np.array([lam])).numpy()
+    x = exact_rows(row, yt, yt.T @ yt, w[observed], t[observed], w0, np.array([lam])).numpy()
     # the same problem densely: weight w on observed pairs (target t), w0 elsewhere (target 0)
     weight = np.where(observed, w, w0)
     target = np.where(observed, t, 0.0)
@@ -120,7 +121,7 @@ def test_row_solve_equals_dense_weighted_lstsq(n_items, k, w0, lam, seed):
 
 def test_fold_in_is_the_exact_row_solve():
     data = _random_dataset(values="counts")
-    model = WALS(factors=4, weighting="linear", alpha=0.5, unobserved_weight=0.2,
+    model = WALS(dim=4, weighting="linear", alpha=0.5, unobserved_weight=0.2,
                  regularization=0.05, reg_scaling="none", iterations=3, dtype="float64").fit(data)
     history = sp.csr_matrix(data.train[[3, 7]])
     got = model.embed_new_users(history)
@@ -146,7 +147,7 @@ def test_fold_in_is_the_exact_row_solve():
 ])
 def test_exact_objective_never_increases_and_is_exact(params):
     data = _random_dataset(values="counts", seed=1)
-    model = WALS(factors=5, solver="cholesky", iterations=8, dtype="float64",
+    model = WALS(dim=5, solver="cholesky", iterations=8, dtype="float64",
                  **params).fit(data)
     objective = np.array(model.fit_info_["objective"])
     assert np.all(np.diff(objective) <= 1e-9 * objective[:-1])
@@ -157,14 +158,14 @@ def test_exact_objective_never_increases_and_is_exact(params):
 
 def test_cg_objective_is_exact_too():
     data = _random_dataset(seed=2)
-    model = WALS(factors=6, solver="cg", iterations=4, dtype="float64").fit(data)
+    model = WALS(dim=6, solver="cg", iterations=4, dtype="float64").fit(data)
     assert model.fit_info_["objective"][-1] == pytest.approx(
         _dense_objective(model, data.train), rel=1e-9)
 
 
 def test_cg_with_many_steps_reaches_the_exact_solution():
     data = _random_dataset(seed=3)
-    common = {"factors": 6, "iterations": 4, "dtype": "float64", "random_state": 5}
+    common = {"dim": 6, "iterations": 4, "dtype": "float64", "random_state": 5}
     exact = WALS(solver="cholesky", **common).fit(data)
     cg = WALS(solver="cg", cg_steps=40, **common).fit(data)
     few = WALS(solver="cg", cg_steps=1, **common).fit(data)
@@ -175,21 +176,40 @@ def test_cg_with_many_steps_reaches_the_exact_solution():
     assert not np.allclose(few.user_factors_, exact.user_factors_, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_public_transposed_product_matches_scipys_private_kernel(monkeypatch, dtype):
+    """The item half-sweep runs on scipy's private CSC kernel when it exists; without it
+    (a scipy release that moves it) the public ``csr.T @ dense`` gives the same fit."""
+    from recompare.models import wals_solver
+
+    if wals_solver.CSC_KERNEL is None:
+        pytest.skip("this scipy has no private CSC kernel: the fallback is the only path")
+    data = _random_dataset(n_users=300, n_items=60, seed=7)
+    # small blocks and two threads: several blocks per accumulator, as on large data
+    common = {"dim": 6, "iterations": 4, "dtype": dtype, "threads": 2, "block_nnz": 200}
+    fast = WALS(**common).fit(data)
+    monkeypatch.setattr(wals_solver, "CSC_KERNEL", None)
+    public = WALS(**common).fit(data)
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    assert np.allclose(public.item_factors_, fast.item_factors_, rtol=tol, atol=tol)
+    assert np.allclose(public.fit_info_["objective"], fast.fit_info_["objective"], rtol=tol)
+
+
 def test_cg_float32_tracks_float64():
     data = _random_dataset(n_users=200, n_items=80, seed=4)
-    a = WALS(factors=8, iterations=5).fit(data)
-    b = WALS(factors=8, iterations=5, dtype="float64").fit(data)
+    a = WALS(dim=8, iterations=5).fit(data)
+    b = WALS(dim=8, iterations=5, dtype="float64").fit(data)
     assert np.allclose(a.fit_info_["objective"], b.fit_info_["objective"], rtol=1e-4)
 
 
 def test_w0_zero_and_empty_rows():
     data = _random_dataset(seed=5)
-    model = WALS(factors=4, unobserved_weight=0.0, regularization=0.0, reg_scaling="none",
+    model = WALS(dim=4, unobserved_weight=0.0, regularization=0.0, reg_scaling="none",
                  solver="cholesky", iterations=3).fit(data)
     assert np.isfinite(model.user_factors_).all() and np.isfinite(model.item_factors_).all()
     assert not model.user_factors_[0].any()  # no interactions: the zero vector
     assert not model.item_factors_[1].any()
-    cg = WALS(factors=4, unobserved_weight=0.0, iterations=3).fit(data)
+    cg = WALS(dim=4, unobserved_weight=0.0, iterations=3).fit(data)
     assert np.isfinite(cg.user_factors_).all() and not cg.user_factors_[0].any()
 
 
@@ -205,7 +225,7 @@ def _mirror(cross_rate: float):
 
 
 def _exact(w0: float) -> WALS:
-    return WALS(factors=32, unobserved_weight=w0, regularization=0.01, reg_scaling="none",
+    return WALS(dim=32, unobserved_weight=w0, regularization=0.01, reg_scaling="none",
                 solver="cholesky", iterations=8)
 
 
@@ -234,7 +254,7 @@ def test_w0_controls_folding_on_planted_groups():
     data = split(planted(n_users=800, n_items=400, n_groups=4, cross_group_rate=0.02, seed=1),
                  kind="random", seed=0)
     for solver in ("cholesky", "cg"):
-        common = {"factors": 32, "regularization": 0.01, "reg_scaling": "none",
+        common = {"dim": 32, "regularization": 0.01, "reg_scaling": "none",
                   "solver": solver, "iterations": 8}
         leak0, truth = _leakage(WALS(unobserved_weight=0.0, **common).fit(data), data)
         leak1, _ = _leakage(WALS(unobserved_weight=0.03, **common).fit(data), data)
@@ -290,11 +310,15 @@ def test_validation_recall_and_early_stopping(bundled):
 
 
 def _validation_recall(model, data):
-    from recompare.models.wals import _recall_at_k, _validation_users
+    """recall_norm@20 of the kept factors over every validation user (fewer than the 5,000
+    that fit samples), through the public recommend and metrics."""
+    from recompare.evaluate.metrics import accuracy
 
-    users = _validation_users(data.split.test, model.random_state)
-    return _recall_at_k(model.user_factors_, model.item_factors_, data.train, data.split.test,
-                        users, 20)
+    test = data.split.test
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+    assert len(users) <= 5000
+    ids, scores = model.recommend(users, k=20)
+    return accuracy(ids, test[users], [20], valid=np.isfinite(scores))["metrics"]["recall_norm@20"]
 
 
 # ------------------------------------------------------- new users, cold start
@@ -310,7 +334,7 @@ def test_strong_and_cold_protocols(bundled):
     features = bundled.user_features.iloc[users].reset_index(drop=True)
     warm = model.embed_new_users(foldin, features)
     cold = model.embed_new_users(None, features)
-    assert warm.shape == cold.shape == (len(users), model.factors)
+    assert warm.shape == cold.shape == (len(users), model.dim)
     # cold start: the mean of training users sharing the most feature values
     train_users = np.flatnonzero(np.diff(bundled.train.indptr) > 0)
     frame = bundled.user_features.iloc[train_users].reset_index(drop=True)
@@ -372,7 +396,7 @@ def test_save_load_round_trip(tmp_path, bundled):
 def test_explicit_item_weights_round_trip(tmp_path):
     data = _random_dataset(seed=6)
     weights = np.linspace(0.5, 2.0, data.n_items)
-    model = WALS(factors=3, iterations=2, item_weights=weights, dtype="float64",
+    model = WALS(dim=3, iterations=2, item_weights=weights, dtype="float64",
                  solver="cholesky").fit(data)
     assert model.fit_info_["objective"][-1] == pytest.approx(
         _dense_objective(model, data.train), rel=1e-9)
@@ -381,7 +405,7 @@ def test_explicit_item_weights_round_trip(tmp_path):
 
 
 def test_export_arrays_names():
-    model = WALS(factors=3, iterations=1).fit(_random_dataset())
+    model = WALS(dim=3, iterations=1).fit(_random_dataset())
     arrays = model.export_arrays()
     assert set(arrays) == {"user_factors", "item_factors", "query_embeddings", "item_embeddings"}
     assert arrays["user_factors"].shape == (40, 3)
@@ -391,9 +415,9 @@ def test_export_arrays_names():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"factors": 0}, "factors must be a positive integer"),
-    ({"factors": -3}, "factors must be a positive integer"),
-    ({"factors": 2.5}, "factors must be a positive integer"),
+    ({"dim": 0}, "dim must be a positive integer"),
+    ({"dim": -3}, "dim must be a positive integer"),
+    ({"dim": 2.5}, "dim must be a positive integer"),
     ({"unobserved_weight": -0.1}, "unobserved_weight must be"),
     ({"regularization": -1}, "regularization must be"),
     ({"alpha": -1.0, "weighting": "linear"}, "alpha must be"),
@@ -422,7 +446,7 @@ def test_negative_weights_and_empty_data_raise():
         WALS().fit(empty)
     with pytest.raises(RecompareError, match="not fitted"):
         WALS().recommend(k=1)
-    model = WALS(factors=2, iterations=1).fit(data)
+    model = WALS(dim=2, iterations=1).fit(data)
     with pytest.raises(RecompareError, match="item columns"):
         model.embed_new_users(sp.csr_matrix((1, 3)))
 
@@ -441,7 +465,7 @@ def test_cli_train_wals_and_export(tmp_path, bundled):
     data = str(Path(__file__).resolve().parent.parent / "data" / "planted")
     out = tmp_path / "wals"
     result = runner.invoke(main, ["train-wals", data, "-o", str(out), "--iterations", "3",
-                                  "--factors", "8", "--json"])
+                                  "--dim", "8", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["iterations"] == 3 and len(summary["objective"]) == 3
@@ -449,8 +473,8 @@ def test_cli_train_wals_and_export(tmp_path, bundled):
     assert (out / "model.json").is_file()
     again = runner.invoke(main, ["train-wals", data, "-o", str(out)])
     assert again.exit_code == 1 and "already exists" in again.output
-    bad = runner.invoke(main, ["train-wals", data, "-o", str(tmp_path / "x"), "--factors", "0"])
-    assert bad.exit_code == 1 and "factors must be a positive integer" in bad.output
+    bad = runner.invoke(main, ["train-wals", data, "-o", str(tmp_path / "x"), "--dim", "0"])
+    assert bad.exit_code == 1 and "dim must be a positive integer" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "x").exists()
     npz = tmp_path / "wals.npz"
     exported = runner.invoke(main, ["export", str(out), str(npz), "--dataset", data, "--json"])

@@ -16,13 +16,22 @@ Four figures (issue 4):
 * cost against size: the fitted log-log slope of seconds per iteration
   against the number of entries (1M..20M at ``full``; should be close to 1).
 
+Our timed fits run with one glibc malloc arena (:func:`one_malloc_arena`): each thread
+of the solver's pool would otherwise get its own arena, which keeps the temporaries
+freed there.  That is allocator tuning for the measurement, done here and undone after;
+the library itself never touches the allocator, so an application that wants the same
+peak sets ``MALLOC_ARENA_MAX=1`` in its environment.
+
 ``implicit`` is imported lazily; without it our own figures are still reported.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
 
@@ -109,7 +118,7 @@ def _dataset(matrix: sp.csr_matrix):
 def _ours(iterations: int, **overrides: Any):
     from ..models.wals import WALS
 
-    params = {"factors": FACTORS, "unobserved_weight": 1.0 / ALPHA,
+    params = {"dim": FACTORS, "unobserved_weight": 1.0 / ALPHA,
               "regularization": REGULARIZATION / ALPHA, "reg_scaling": "none",
               "weighting": "constant", "iterations": iterations, "solver": "cg",
               "cg_steps": CG_STEPS, "threads": THREADS, "random_state": 0}
@@ -145,10 +154,37 @@ def _diffs(stamps: list[float]) -> list[float]:
     return [b - a for a, b in pairwise(stamps)]
 
 
+_M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+
+
+def _mallopt_arena_max(limit: int) -> bool:
+    """Best-effort ``mallopt(M_ARENA_MAX, limit)``; False outside glibc."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, int(limit)))
+    except (OSError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def one_malloc_arena() -> Iterator[None]:
+    """Benchmark-only: one glibc malloc arena for the threads started in the body.
+
+    glibc offers no way to read the limit back, so on exit it is set to glibc's own
+    default (8 arenas per CPU) unless ``MALLOC_ARENA_MAX`` in the environment set it.
+    """
+    _mallopt_arena_max(1)
+    try:
+        yield
+    finally:
+        configured = os.environ.get("MALLOC_ARENA_MAX", "")
+        _mallopt_arena_max(int(configured) if configured.isdigit() else
+                           8 * (os.cpu_count() or 1))
+
+
 def _time_ours(dataset, iterations: int) -> dict:
     model = _ours(iterations)
     cpu: list[float] = []
-    with measure() as memory:
+    with one_malloc_arena(), measure() as memory:
         model.fit(dataset, callback=lambda event: cpu.append(time.process_time()))
     # the first event marks the end of the set-up, then one per iteration
     return {"per_iteration": model.fit_info_["seconds_per_iteration"],
@@ -247,22 +283,8 @@ def _slope(cfg: dict, say: Callable[[str], None]) -> dict:
     return {"points": points, "slope": slope, "cpu_slope": cpu_slope}
 
 
-def run(scale: str = "small", callback: Callable[[dict], None] | None = None) -> dict:
-    """Run the WALS benchmark at ``scale`` ("tiny", "small" or "full").
-
-    Returns
-    -------
-    dict with ``speed`` (per-iteration seconds of both, medians, ratios),
-    ``memory``, ``quality`` (recall@20 of both), ``scaling`` (log-log slope)
-    and ``figures`` (the headline, with targets and whether they were met).
-    """
-    def say(message: str) -> None:
-        if callback is not None:
-            callback({"stage": "bench", "message": message})
-
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}")
-    cfg = SCALES[scale]
+def _speed(cfg: dict, say: Callable[[str], None]) -> tuple[sp.csr_matrix, bool, dict]:
+    """Seconds per iteration of both libraries, interleaved round by round."""
     say("generating the power-law matrix")
     matrix = powerlaw_matrix(cfg["users"], cfg["items"], cfg["nnz"], seed=0)
     dataset = _dataset(matrix)
@@ -289,7 +311,7 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
 
     ours = summary(ours_runs)
     speed: dict[str, Any] = {"users": cfg["users"], "items": cfg["items"], "nnz": int(matrix.nnz),
-                             "factors": FACTORS, "threads": THREADS, "cg_steps": CG_STEPS,
+                             "dim": FACTORS, "threads": THREADS, "cg_steps": CG_STEPS,
                              "rounds": cfg["rounds"], "iterations": cfg["iterations"],
                              "ours": ours}
     if peer_installed:
@@ -302,7 +324,12 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
             peer["cpu_seconds_per_iteration"]
     else:
         speed["implicit"] = PEER_MISSING
+    return matrix, peer_installed, speed
 
+
+def _memory(matrix: sp.csr_matrix, speed: dict, peer_installed: bool) -> dict:
+    """Our peak extra RSS against the input matrix plus the factors."""
+    ours = speed["ours"]
     input_bytes = matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
     factor_bytes = 4 * FACTORS * (matrix.shape[0] + matrix.shape[1])
     budget = TARGET_MEMORY * (input_bytes + factor_bytes)
@@ -313,13 +340,13 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
     if peer_installed:
         memory["implicit_peak_extra_bytes"] = int(speed["implicit"]["peak_extra_bytes"])
 
-    say("quality on planted data")
-    quality = _quality(cfg, say)
-    say("scaling with the number of entries")
-    scaling = _slope(cfg, say)
+    return memory
 
-    # the issue's targets are defined at full scale; smaller scales only exercise the script
-    at_full = scale == "full"
+
+def _figures(speed: dict, memory: dict, quality: dict, scaling: dict, peer_installed: bool,
+             at_full: bool) -> list[dict[str, Any]]:
+    """The headline figures; targets only at full scale (smaller scales exercise the script)."""
+    ours = speed["ours"]
 
     def target(value: float, limit: float) -> dict:
         return {"target": limit, "met": bool(value <= limit)} if at_full else {}
@@ -355,5 +382,35 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
                     "value": round(quality["ours_defaults"]["recall"], 4)})
     figures.append({"name": "log-log slope of seconds/iteration vs entries",
                     "value": round(scaling["slope"], 3), "target": 1.0})
+    return figures
+
+
+def run(scale: str = "small", callback: Callable[[dict], None] | None = None) -> dict:
+    """Run the WALS benchmark at ``scale`` ("tiny", "small" or "full").
+
+    Returns
+    -------
+    dict with ``speed`` (per-iteration seconds of both, medians, ratios),
+    ``memory``, ``quality`` (recall@20 of both), ``scaling`` (log-log slope)
+    and ``figures`` (the headline, with targets and whether they were met).
+    """
+    def say(message: str) -> None:
+        if callback is not None:
+            callback({"stage": "bench", "message": message})
+
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}")
+    cfg = SCALES[scale]
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}")
+    cfg = SCALES[scale]
+    matrix, peer_installed, speed = _speed(cfg, say)
+    memory = _memory(matrix, speed, peer_installed)
+    say("quality on planted data")
+    quality = _quality(cfg, say)
+    say("scaling with the number of entries")
+    scaling = _slope(cfg, say)
+    # the issue's targets are defined at full scale; smaller scales only exercise the script
+    figures = _figures(speed, memory, quality, scaling, peer_installed, scale == "full")
     return {"scale": scale, "speed": speed, "memory": memory, "quality": quality,
             "scaling": scaling, "peer_installed": peer_installed, "figures": figures}

@@ -105,17 +105,7 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
     from ..evaluate.protocols import check_folding, evaluate_models, resolve_protocols
 
     ks = parse_ks(k_text)
-    report = Path(report_path) if report_path else None
-    plots = Path(plots_dir) if plots_dir else None
-    if report is not None and plots is None:
-        plots = report.with_name(f"{report.stem}-plots")
-    # refuse before any work, so that nothing is computed only to be thrown away
-    for path in (report, plots):
-        if path is not None and path.exists() and not overwrite:
-            raise RecompareError(f"{path} already exists; pass --overwrite or choose another")
-    if plots is not None and plots.exists() and not plots.is_dir():
-        raise RecompareError(f"{plots} is a file; --plots needs a directory")
-
+    report, plots = _output_paths(report_path, plots_dir, overwrite)
     console = stderr_console()
     dataset = Dataset.load(dataset_path)
     check_ks(ks, dataset.n_items)
@@ -154,7 +144,29 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
 
     if as_json:
         echo_json(results)
-        return
+    else:
+        _print_tables(results, folding_report)
+
+
+def _output_paths(report_path: str | None, plots_dir: str | None, overwrite: bool
+                  ) -> tuple[Path | None, Path | None]:
+    """The report file and plot folder to write (the plots go next to the report unless
+    --plots says where); refuses existing ones without ``overwrite``, before any work, so
+    that nothing is computed only to be thrown away."""
+    report = Path(report_path) if report_path else None
+    plots = Path(plots_dir) if plots_dir else None
+    if report is not None and plots is None:
+        plots = report.with_name(f"{report.stem}-plots")
+    for path in (report, plots):
+        if path is not None and path.exists() and not overwrite:
+            raise RecompareError(f"{path} already exists; pass --overwrite or choose another")
+    if plots is not None and plots.exists() and not plots.is_dir():
+        raise RecompareError(f"{plots} is a file; --plots needs a directory")
+    return report, plots
+
+
+def _print_tables(results, folding_report: bool) -> None:
+    """The human-readable tables on stdout."""
     from ..report.tables import counts_table, folding_tables, rich_table
 
     out = stdout_console()

@@ -11,53 +11,66 @@ from pathlib import Path
 
 import click
 
-from ..cli import echo_json, json_option, seed_option, stderr_console, stdout_console
+from ..cli import (
+    echo_json,
+    estimator_defaults,
+    json_option,
+    seed_option,
+    stderr_console,
+    stdout_console,
+)
 from ..errors import RecompareError
+
+#: every option default below comes from WALS's signature (read, not imported)
+DEFAULTS = estimator_defaults("recompare.models.wals", "WALS")
 
 
 def _model_options(func):
-    """``--factors``, ``--unobserved-weight``, ``--iterations``."""
-    func = click.option("--iterations", type=int, default=15, show_default=True,
-                        help="Alternating sweeps (users, then items).")(func)
-    func = click.option("--unobserved-weight", "unobserved_weight", type=float, default=0.1,
+    """``--dim``, ``--unobserved-weight``, ``--iterations``."""
+    func = click.option("--iterations", type=int, default=DEFAULTS["iterations"],
                         show_default=True,
+                        help="Alternating sweeps (users, then items).")(func)
+    func = click.option("--unobserved-weight", "unobserved_weight", type=float,
+                        default=DEFAULTS["unobserved_weight"], show_default=True,
                         help="w0: weight of every unobserved pair (observed pairs weigh about "
                              "1). 0 fits observed pairs only and folds; higher values reduce "
                              "folding.")(func)
-    func = click.option("--factors", type=int, default=64, show_default=True,
-                        help="Embedding dimension.")(func)
+    func = click.option("--dim", type=int, default=DEFAULTS["dim"], show_default=True,
+                        help="Embedding dimension k.")(func)
     return func
 
 
 def _regularization_options(func):
     """``--regularization``, ``--reg-scaling``."""
     func = click.option("--reg-scaling", type=click.Choice(("none", "frequency")),
-                        default="frequency", show_default=True,
+                        default=DEFAULTS["reg_scaling"], show_default=True,
                         help="none: lambda for every row; frequency: lambda (n_u + w0 n)^nu "
                              "(Rendle et al.), scaled by each row's entries.")(func)
-    func = click.option("--regularization", type=float, default=0.01, show_default=True,
+    func = click.option("--regularization", type=float, default=DEFAULTS["regularization"],
+                        show_default=True,
                         help="lambda, the L2 penalty on the factors.")(func)
     return func
 
 
 def _weight_options(func):
     """``--weighting``, ``--alpha``."""
-    func = click.option("--alpha", type=float, default=1.0, show_default=True,
+    func = click.option("--alpha", type=float, default=DEFAULTS["alpha"], show_default=True,
                         help="Slope of the linear/log weighting.")(func)
     func = click.option("--weighting", type=click.Choice(("constant", "linear", "log")),
-                        default="constant", show_default=True,
+                        default=DEFAULTS["weighting"], show_default=True,
                         help="Observed weight: 1, 1 + alpha r, or 1 + alpha log(1 + r).")(func)
     return func
 
 
 def _solver_options(func):
     """``--solver``, ``--cg-steps``, ``--threads``."""
-    func = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-                        help="CPU threads to use (0 = all cores).")(func)
-    func = click.option("--cg-steps", type=int, default=3, show_default=True,
-                        help="Conjugate-gradient steps per half sweep (--solver cg).")(func)
-    func = click.option("--solver", type=click.Choice(("cg", "cholesky")), default="cg",
+    func = click.option("--threads", type=click.IntRange(min=0), default=DEFAULTS["threads"],
                         show_default=True,
+                        help="CPU threads to use (0 = torch's default, all cores).")(func)
+    func = click.option("--cg-steps", type=int, default=DEFAULTS["cg_steps"], show_default=True,
+                        help="Conjugate-gradient steps per half sweep (--solver cg).")(func)
+    func = click.option("--solver", type=click.Choice(("cg", "cholesky")),
+                        default=DEFAULTS["solver"], show_default=True,
                         help="cg: a few warm-started conjugate-gradient steps (fast); "
                              "cholesky: exact solves.")(func)
     return func
@@ -93,6 +106,26 @@ def _progress(console, total: int) -> Iterator[Callable[[dict], None]]:
         yield callback
 
 
+@contextlib.contextmanager
+def _memory() -> Iterator[dict]:
+    """The process's peak RSS and its rise over the RSS at entry, filled in on exit.
+
+    Read-only: nothing is reset and the allocator is left alone (``recompare bench``
+    does both for its figures).  ``peak_extra_bytes`` is therefore an upper bound when
+    the process peaked higher before the body (loading the data set, say).
+    """
+    from ..bench.common import current_rss_bytes, peak_rss_bytes
+
+    result: dict = {}
+    base = current_rss_bytes()
+    try:
+        yield result
+    finally:
+        peak = peak_rss_bytes()
+        result["peak_rss_bytes"] = peak
+        result["peak_extra_bytes"] = max(0, peak - base)
+
+
 @click.command("train-wals")
 @click.argument("dataset", type=click.Path())
 @click.option("-o", "--output", "output", required=True, type=click.Path(),
@@ -104,7 +137,7 @@ def _progress(console, total: int) -> Iterator[Callable[[dict], None]]:
 @seed_option
 @click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
 @json_option
-def train_wals(dataset: str, output: str, factors: int, unobserved_weight: float,
+def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
                iterations: int, regularization: float, reg_scaling: str, weighting: str,
                alpha: float, solver: str, cg_steps: int, threads: int, random_state: int,
                overwrite: bool, as_json: bool) -> None:
@@ -129,17 +162,16 @@ def train_wals(dataset: str, output: str, factors: int, unobserved_weight: float
 
     import torch  # noqa: F401  (imported before measuring, so its import is not counted)
 
-    from ..bench.common import measure
     from ..data.dataset import Dataset
     from ..models.wals import WALS
 
     data = Dataset.load(dataset)
-    model = WALS(factors=factors, unobserved_weight=unobserved_weight,
+    model = WALS(dim=dim, unobserved_weight=unobserved_weight,
                  regularization=regularization, reg_scaling=reg_scaling, weighting=weighting,
                  alpha=alpha, iterations=iterations, solver=solver, cg_steps=cg_steps,
                  random_state=random_state, threads=threads)
     model.check(data)  # bad input fails here, before the progress bar appears
-    with _progress(stderr_console(), iterations) as callback, measure() as memory:
+    with _progress(stderr_console(), iterations) as callback, _memory() as memory:
         model.fit(data, callback=callback)
     model.save(output, overwrite=overwrite)
     info = model.fit_info_
@@ -164,7 +196,7 @@ def train_wals(dataset: str, output: str, factors: int, unobserved_weight: float
     rows = [
         ("data", (f"{model.n_users_:,} users x {model.n_items_:,} items, "
                   f"{summary['train_nnz']:,} training entries")),
-        ("factors", str(factors)),
+        ("dim", str(dim)),
         ("unobserved weight w0", f"{unobserved_weight:g}"),
         ("regularization", f"{regularization:g} ({reg_scaling})"),
         ("weighting", weighting if weighting == "constant" else f"{weighting}, alpha {alpha:g}"),

@@ -1,4 +1,4 @@
-"""Synthetic data with planted groups, and mirrored copies of any data set.
+"""Synthetic data with planted groups (and, re-exported from :mod:`.mirror`, mirrored copies).
 
 :func:`planted` builds the scenario recompare is about: G groups of users and
 items (think languages), each user interacting mostly with its own group's
@@ -7,14 +7,13 @@ group; latent taste clusters inside each group so that a personalised model
 recalls far more than popularity does; and user features that reveal the group
 (one strongly, others weakly) for cold-start experiments.
 
-:func:`mirror` turns any data set into k relabelled copies, one group per copy,
-with a share of each copy's interactions rewired to other copies.
-
-Both are vectorised numpy: ten million interactions take seconds.
+Vectorised numpy: ten million interactions take seconds.  Every step below draws
+from the one generator in a fixed order, so a seed gives one data set.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,6 +21,9 @@ import scipy.sparse as sp
 
 from ..errors import RecompareError
 from .dataset import Dataset, IdMap, as_csr
+from .mirror import mirror
+
+__all__ = ["DEVICES", "GROUP_NAMES", "REGIONS", "TASTE_NAMES", "mirror", "planted"]
 
 Callback = Callable[[dict], None] | None
 
@@ -36,6 +38,14 @@ DEVICES = ("android", "ios", "web")
 # 2020-01-01 00:00:00 UTC: planted timestamps fall in the year after it.
 _EPOCH = 1_577_836_800
 _YEAR = 365 * 86_400
+# interaction counts per user are log-normal with this sigma
+_COUNT_SIGMA = 0.6
+# a user interacts with at most this share of its own group's items (and of the others')
+_MAX_SHARE = 0.8
+# successive sampling stops after this many rounds, short users or not
+_MAX_ROUNDS = 16
+# rows of the taste inverse CDF evaluated at once (bounds the temporary array)
+_CHUNK = 1 << 20
 
 
 def _group_names(n_groups: int) -> tuple[str, ...]:
@@ -114,6 +124,38 @@ def planted(
         ``item_info`` with ``title``, ``taste`` and ``popularity_rank``.
         No split: apply :func:`recompare.data.splits.split`.
     """
+    # over 80 lines only for its docstring: the body is a sequence of named steps
+    options = _planted_options(n_users, n_items, n_groups, interactions_per_user,
+                               cross_group_rate, zipf_exponent, n_tastes, taste_concentration,
+                               background_share, feature_noise, seed)
+    n_users, n_items, n_groups = options["n_users"], options["n_items"], options["n_groups"]
+    rng = np.random.default_rng(seed)
+    emit = callback or (lambda event: None)
+    names = _group_names(n_groups)
+    world = _plant_groups(rng, n_users, n_items, n_groups, options["n_tastes"],
+                          options["zipf_exponent"], options["taste_concentration"],
+                          options["background_share"])
+    cross = options["cross_group_rate"] if n_groups > 1 else 0.0
+    need = _interaction_needs(rng, world, options["interactions_per_user"], cross)
+    keys = _distinct_draws(rng, world, need, emit)
+    interactions, timestamps = _matrices(rng, _first_needed(keys, need, world), n_users, n_items)
+    emit({"stage": "synth", "done": True, "interactions": int(interactions.nnz)})
+    return Dataset(
+        interactions=interactions, users=IdMap(np.char.add("u", np.arange(n_users).astype(str))),
+        items=IdMap(np.char.add("i", np.arange(n_items).astype(str))),
+        user_groups=world.user_group.astype(np.int64),
+        item_groups=world.item_group.astype(np.int64), group_names=names,
+        user_features=_planted_user_features(rng, world, options["feature_noise"], names),
+        item_info=_planted_item_info(world, names), timestamps=timestamps,
+        meta={"source": "synthetic:planted", "options": options},
+    )
+
+
+def _planted_options(n_users, n_items, n_groups, interactions_per_user, cross_group_rate,
+                     zipf_exponent, n_tastes, taste_concentration, background_share,
+                     feature_noise, seed) -> dict:
+    """The options of :func:`planted` as plain ints and floats (as ``meta["options"]``
+    records them); raises :class:`RecompareError` naming the first one out of range."""
     _check(isinstance(n_groups, (int, np.integer)) and n_groups >= 1,
            f"--groups must be at least 1, got {n_groups}")
     _check(n_users >= n_groups, f"need at least one user per group ({n_users} users, "
@@ -129,14 +171,47 @@ def planted(
     _check(taste_concentration > 0, "taste concentration must be positive")
     _check(0.0 <= background_share <= 1.0, "background share must be in [0, 1]")
     _check(0.0 <= feature_noise <= 1.0, f"feature noise must be in [0, 1], got {feature_noise}")
-    n_users, n_items, n_groups, n_tastes = int(n_users), int(n_items), int(n_groups), int(n_tastes)
-    effective_cross = float(cross_group_rate) if n_groups > 1 else 0.0
+    return {
+        "n_users": int(n_users), "n_items": int(n_items), "n_groups": int(n_groups),
+        "interactions_per_user": float(interactions_per_user),
+        "cross_group_rate": float(cross_group_rate), "zipf_exponent": float(zipf_exponent),
+        "n_tastes": int(n_tastes), "taste_concentration": float(taste_concentration),
+        "background_share": float(background_share), "feature_noise": float(feature_noise),
+        "seed": int(seed),
+    }
 
-    rng = np.random.default_rng(seed)
-    emit = callback or (lambda event: None)
-    names = _group_names(n_groups)
 
-    # --- groups, tastes and popularity of items
+@dataclass
+class _World:
+    """The planted structure every draw of :func:`planted` samples from."""
+
+    n_groups: int
+    n_tastes: int
+    background_share: float
+    user_group: np.ndarray       # (n_users,) group of each user
+    item_group: np.ndarray       # (n_items,) group of each item
+    item_taste: np.ndarray       # (n_items,) taste of each item within its group
+    item_rank: np.ndarray        # (n_items,) popularity rank within its group, 0 = top
+    group_size: np.ndarray       # (n_groups,) items per group
+    tastes_in_group: np.ndarray  # (n_groups,) tastes a group actually has
+    theta_cum: np.ndarray        # (n_users, n_tastes) cumulative taste mixture of each user
+    primary_taste: np.ndarray    # (n_users,) most likely taste of each user
+    table: np.ndarray            # sampling table, see _sampling_table
+    entry_item: np.ndarray       # item of each table entry
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_group)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_group)
+
+
+def _plant_groups(rng: np.random.Generator, n_users: int, n_items: int, n_groups: int,
+                  n_tastes: int, zipf_exponent: float, taste_concentration: float,
+                  background_share: float) -> _World:
+    """Groups of users and items, item tastes and popularity, user taste mixtures."""
     user_group = rng.permutation(np.arange(n_users) % n_groups)
     item_group = rng.permutation(np.arange(n_items) % n_groups)
     group_size = np.bincount(item_group, minlength=n_groups)
@@ -148,11 +223,34 @@ def planted(
         # balanced taste sizes, so every taste of the group has items
         item_taste[members] = rng.permutation(np.arange(len(members)) % tastes_in_group[g])
         item_rank[members] = rng.permutation(len(members))
-    item_weight = (item_rank + 1.0) ** -float(zipf_exponent)
+    item_weight = (item_rank + 1.0) ** -zipf_exponent
+    table, entry_item = _sampling_table(item_group, item_taste, item_weight, n_groups, n_tastes)
+    theta = rng.dirichlet(np.full(n_tastes, taste_concentration), size=n_users)
+    theta_cum = np.cumsum(theta, axis=1)
+    theta_cum[:, -1] = 1.0
+    return _World(n_groups=n_groups, n_tastes=n_tastes, background_share=background_share,
+                  user_group=user_group, item_group=item_group, item_taste=item_taste,
+                  item_rank=item_rank, group_size=group_size, tastes_in_group=tastes_in_group,
+                  theta_cum=theta_cum, primary_taste=theta.argmax(axis=1), table=table,
+                  entry_item=entry_item)
 
-    # Sampling table: one component per (group, taste) and one "background" component per
-    # group; entries of a component carry cumulative probabilities shifted by the component
-    # number, so one searchsorted over the whole table samples every draw at once.
+
+def _sampling_table(item_group: np.ndarray, item_taste: np.ndarray, item_weight: np.ndarray,
+                    n_groups: int, n_tastes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One table from which a single searchsorted samples items of many components at once.
+
+    A component is a (group, taste) pair, numbered ``group * n_tastes + taste``, or a
+    group's "background" (every item of the group), numbered ``n_groups * n_tastes + group``.
+    Entries of component ``c`` hold ``c`` plus the cumulative probability of the entry
+    within ``c`` (popularity-weighted), the last one exactly ``c + 1``: searching
+    ``c + u`` with ``u`` uniform in [0, 1) draws an item of ``c``.
+
+    Returns
+    -------
+    table : ndarray of float64, ascending
+    entry_item : ndarray of int, the item of each table entry
+    """
+    n_items = len(item_group)
     taste_comp = item_group * n_tastes + item_taste
     background_comp = n_groups * n_tastes + item_group
     entry_comp = np.concatenate([taste_comp, background_comp])
@@ -169,51 +267,64 @@ def planted(
     ends = np.r_[starts[1:], len(entry_comp)] - 1
     present = ends >= starts
     table[ends[present]] = np.arange(n_comp)[present] + 1.0  # exact 1 at each component's end
+    return table, entry_item
 
-    def sample_items(components: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(table, components + rng.random(len(components)), side="right")
-        return entry_item[np.minimum(pos, len(table) - 1)]
 
-    # --- users: taste mixtures and interaction counts
-    theta = rng.dirichlet(np.full(n_tastes, float(taste_concentration)), size=n_users)
-    theta_cum = np.cumsum(theta, axis=1)
-    theta_cum[:, -1] = 1.0
-    primary_taste = theta.argmax(axis=1)
-
-    sigma = 0.6
-    mean = float(interactions_per_user)
-    counts = np.rint(rng.lognormal(np.log(mean) - sigma**2 / 2, sigma, size=n_users))
+def _interaction_needs(rng: np.random.Generator, world: _World, mean: float,
+                       cross_rate: float) -> np.ndarray:
+    """Distinct items each user needs, ndarray (2, n_users): row 0 own group, row 1 others."""
+    n_users = world.n_users
+    counts = np.rint(rng.lognormal(np.log(mean) - _COUNT_SIGMA**2 / 2, _COUNT_SIGMA,
+                                   size=n_users))
     lowest = min(3.0, np.floor(mean))
-    own_cap = np.maximum(1, np.floor(0.8 * group_size[user_group]))
+    own_cap = np.maximum(1, np.floor(_MAX_SHARE * world.group_size[world.user_group]))
     counts = np.clip(counts, lowest, None).astype(np.int64)
-    need_cross = rng.binomial(counts, effective_cross) if effective_cross > 0 else np.zeros(
+    need_cross = rng.binomial(counts, cross_rate) if cross_rate > 0 else np.zeros(
         n_users, dtype=np.int64)
-    other_items = n_items - group_size[user_group]
-    need_cross = np.minimum(need_cross, (0.8 * other_items).astype(np.int64))
+    other_items = world.n_items - world.group_size[world.user_group]
+    need_cross = np.minimum(need_cross, (_MAX_SHARE * other_items).astype(np.int64))
     need_own = np.minimum(counts - need_cross, own_cap.astype(np.int64))
-    need = np.stack([need_own, need_cross])  # (2, n_users): row 0 own group, row 1 other groups
+    return np.stack([need_own, need_cross])
 
-    def draw(users: np.ndarray, cross: bool) -> np.ndarray:
-        group = user_group[users]
-        if cross:
-            group = (group + rng.integers(1, n_groups, size=len(users))) % n_groups
-        r = rng.random(len(users))
-        # inverse CDF row by row, in chunks (a gather and compare beats a binary search here)
-        taste = np.empty(len(users), dtype=np.int64)
-        for start in range(0, len(users), 1 << 20):
-            chunk = slice(start, start + (1 << 20))
-            taste[chunk] = (theta_cum[users[chunk]] <= r[chunk, None]).sum(axis=1)
-        taste = np.clip(taste, 0, n_tastes - 1) % tastes_in_group[group]
-        comp = np.where(rng.random(len(users)) < background_share,
-                        n_groups * n_tastes + group, group * n_tastes + taste)
-        return sample_items(comp)
 
-    # Distinct items by successive sampling: draw with replacement, keep first occurrences,
-    # draw again for users still short.  Popular items repeat often, hence the rounds.
-    keys = np.zeros(0, dtype=np.int64)  # distinct (user, item) keys, in order of first draw
+def _draw(rng: np.random.Generator, world: _World, users: np.ndarray, cross: bool
+          ) -> np.ndarray:
+    """One item per entry of ``users`` (with replacement): own group, or another if ``cross``."""
+    group = world.user_group[users]
+    if cross:
+        group = (group + rng.integers(1, world.n_groups, size=len(users))) % world.n_groups
+    r = rng.random(len(users))
+    # inverse CDF row by row, in chunks (a gather and compare beats a binary search here)
+    taste = np.empty(len(users), dtype=np.int64)
+    for start in range(0, len(users), _CHUNK):
+        chunk = slice(start, start + _CHUNK)
+        taste[chunk] = (world.theta_cum[users[chunk]] <= r[chunk, None]).sum(axis=1)
+    taste = np.clip(taste, 0, world.n_tastes - 1) % world.tastes_in_group[group]
+    n_taste_comp = world.n_groups * world.n_tastes
+    components = np.where(rng.random(len(users)) < world.background_share,
+                          n_taste_comp + group, group * world.n_tastes + taste)
+    pos = np.searchsorted(world.table, components + rng.random(len(components)), side="right")
+    return world.entry_item[np.minimum(pos, len(world.table) - 1)]
+
+
+def _kind_of(keys: np.ndarray, world: _World) -> tuple[np.ndarray, np.ndarray]:
+    """Users of ``user * n_items + item`` keys, and 1 where the item is of another group."""
+    users, items = np.divmod(keys, world.n_items)
+    return users, (world.item_group[items] != world.user_group[users]).astype(np.int64)
+
+
+def _distinct_draws(rng: np.random.Generator, world: _World, need: np.ndarray,
+                    emit: Callable[[dict], None]) -> np.ndarray:
+    """Distinct ``user * n_items + item`` keys in order of first draw, by successive sampling.
+
+    Draw with replacement, keep first occurrences, draw again for users still short;
+    popular items repeat often, hence the rounds (each draws more per missing item).
+    """
+    n_users = world.n_users
+    keys = np.zeros(0, dtype=np.int64)  # distinct keys, in order of first draw
     sorted_keys = keys  # the same keys, sorted, for membership tests
     have = np.zeros((2, n_users), dtype=np.int64)
-    for round_ in range(16):
+    for round_ in range(_MAX_ROUNDS):
         deficit = need - have
         if not (deficit > 0).any():
             break
@@ -225,7 +336,7 @@ def planted(
                 continue
             n_draws = np.ceil(deficit[kind, short] * factor).astype(np.int64) + 1
             users = np.repeat(short, n_draws)
-            fresh.append(users * n_items + draw(users, cross=bool(kind)))
+            fresh.append(users * world.n_items + _draw(rng, world, users, cross=bool(kind)))
         drawn = np.concatenate(fresh)
         unique, first = np.unique(drawn, return_index=True)
         if len(sorted_keys):
@@ -235,23 +346,28 @@ def planted(
         added = drawn[np.sort(first)]  # new distinct keys in order of first draw
         keys = np.concatenate([keys, added])
         sorted_keys = np.sort(np.concatenate([sorted_keys, unique]), kind="stable")
-        users, items = np.divmod(added, n_items)
-        kind_of = (item_group[items] != user_group[users]).astype(np.int64)
+        users, kind_of = _kind_of(added, world)
         have += np.bincount(kind_of * n_users + users, minlength=2 * n_users).reshape(2, n_users)
         emit({"stage": "synth", "round": round_ + 1, "distinct": len(keys),
               "needed": int(need.sum())})
+    return keys
 
-    # keep the first `need` distinct draws of each (kind, user)
-    users, items = np.divmod(keys, n_items)
-    kind_of = (item_group[items] != user_group[users]).astype(np.int64)
-    bucket = kind_of * n_users + users
+
+def _first_needed(keys: np.ndarray, need: np.ndarray, world: _World) -> np.ndarray:
+    """The first ``need`` keys of each (kind, user), in their original order."""
+    users, kind_of = _kind_of(keys, world)
+    bucket = kind_of * world.n_users + users
     order = np.argsort(bucket, kind="stable")
     sorted_bucket = bucket[order]
     first_of_bucket = np.searchsorted(sorted_bucket, sorted_bucket, side="left")
     rank = np.empty(len(keys), dtype=np.int64)
     rank[order] = np.arange(len(keys)) - first_of_bucket
-    keep = rank < need.ravel()[bucket]
-    kept = keys[keep]
+    return keys[rank < need.ravel()[bucket]]
+
+
+def _matrices(rng: np.random.Generator, kept: np.ndarray, n_users: int, n_items: int
+              ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Binary interactions and random timestamps within 2020 of the kept keys, as CSR."""
     stamp_values = _EPOCH + rng.integers(0, _YEAR, size=len(kept))
     # sorted keys are CSR order already (user-major, item-minor): no COO conversion needed
     order = np.argsort(kept)
@@ -262,197 +378,42 @@ def planted(
         (np.ones(len(kept), dtype=np.float32), items, indptr), shape=(n_users, n_items)))
     timestamps = sp.csr_matrix((stamp_values[order].astype(np.int64), interactions.indices,
                                 interactions.indptr), shape=(n_users, n_items))
+    return interactions, timestamps
 
-    # --- user features: one strong group signal, two weak ones, one pure noise
+
+def _planted_user_features(rng: np.random.Generator, world: _World, feature_noise: float,
+                           names: tuple[str, ...]) -> pd.DataFrame:
+    """One strong group signal (``group_hint``), two weak ones, one pure noise (``device``)."""
+    n_users, n_groups, n_tastes = world.n_users, world.n_groups, world.n_tastes
+    user_group = world.user_group
     hint = user_group.copy()
     if n_groups > 1:
         wrong = rng.random(n_users) < feature_noise
         hint[wrong] = (hint[wrong] + rng.integers(1, n_groups, size=wrong.sum())) % n_groups
     group_offset = np.linspace(-1.0, 1.0, n_groups) if n_groups > 1 else np.zeros(1)
     taste_offset = np.linspace(-1.0, 1.0, n_tastes) if n_tastes > 1 else np.zeros(1)
-    age = 34 + 5 * group_offset[user_group] + 4 * taste_offset[primary_taste]
+    age = 34 + 5 * group_offset[user_group] + 4 * taste_offset[world.primary_taste]
     age = np.clip(np.rint(age + rng.normal(0, 11, size=n_users)), 16, 80)
     region = rng.integers(0, len(REGIONS), size=n_users)
     tied = rng.random(n_users) < 0.35
     region[tied] = user_group[tied] % len(REGIONS)
     device = rng.choice(len(DEVICES), size=n_users, p=[0.5, 0.35, 0.15])
-    name_array = np.asarray(names, dtype=object)
-    user_features = pd.DataFrame({
-        "group_hint": name_array[hint],
+    return pd.DataFrame({
+        "group_hint": np.asarray(names, dtype=object)[hint],
         "age": age.astype(np.float32),
         "region": np.asarray(REGIONS, dtype=object)[region],
         "device": np.asarray(DEVICES, dtype=object)[device],
     })
 
+
+def _planted_item_info(world: _World, names: tuple[str, ...]) -> pd.DataFrame:
+    """``title`` ("en drama #3"), ``taste`` and ``popularity_rank`` (1 = top) of each item."""
     taste_names = np.asarray(
-        [TASTE_NAMES[t] if t < len(TASTE_NAMES) else f"taste{t}" for t in range(n_tastes)],
+        [TASTE_NAMES[t] if t < len(TASTE_NAMES) else f"taste{t}" for t in range(world.n_tastes)],
         dtype=object)
-    item_info = pd.DataFrame({
+    return pd.DataFrame({
         "title": [f"{names[g]} {taste_names[t]} #{r + 1}"
-                  for g, t, r in zip(item_group, item_taste, item_rank)],
-        "taste": taste_names[item_taste],
-        "popularity_rank": item_rank + 1,
+                  for g, t, r in zip(world.item_group, world.item_taste, world.item_rank)],
+        "taste": taste_names[world.item_taste],
+        "popularity_rank": world.item_rank + 1,
     })
-    options = {
-        "n_users": n_users, "n_items": n_items, "n_groups": n_groups,
-        "interactions_per_user": float(interactions_per_user),
-        "cross_group_rate": float(cross_group_rate), "zipf_exponent": float(zipf_exponent),
-        "n_tastes": n_tastes, "taste_concentration": float(taste_concentration),
-        "background_share": float(background_share), "feature_noise": float(feature_noise),
-        "seed": int(seed),
-    }
-    emit({"stage": "synth", "done": True, "interactions": int(interactions.nnz)})
-    return Dataset(
-        interactions=interactions,
-        users=IdMap(np.char.add("u", np.arange(n_users).astype(str))),
-        items=IdMap(np.char.add("i", np.arange(n_items).astype(str))),
-        item_groups=item_group.astype(np.int64),
-        user_groups=user_group.astype(np.int64),
-        group_names=names,
-        user_features=user_features,
-        item_info=item_info,
-        timestamps=timestamps,
-        meta={"source": "synthetic:planted", "options": options},
-    )
-
-
-def mirror(
-    dataset: Dataset,
-    copies: int = 2,
-    cross_rate: float = 0.0,
-    seed: int = 0,
-    rewire: str = "same",
-) -> Dataset:
-    """``copies`` relabelled copies of a data set, one group per copy.
-
-    Copy ``k`` holds every user and item of ``dataset`` with ids prefixed
-    ``c<k>:``; its users interact only with its items, except for a
-    ``cross_rate`` share of each copy's interactions (chosen at random) whose
-    item is replaced by an item of another copy, chosen uniformly:
-
-    * ``rewire="same"``: the same item in the other copy (its "translation");
-    * ``rewire="random"``: an item of the other copy drawn by popularity.
-
-    ``cross_rate=0`` gives perfectly disjoint copies.  The split of
-    ``dataset`` is dropped (split the mirror instead); its groups, if any, are
-    kept as ``item_info["source_group"]`` and ``user_features["source_group"]``.
-
-    Parameters
-    ----------
-    dataset : Dataset
-    copies : int >= 1
-    cross_rate : float in [0, 1]
-    seed : int
-    rewire : {"same", "random"}
-
-    Returns
-    -------
-    Dataset
-        Shape ``(copies * n_users, copies * n_items)``; ``user_groups`` and
-        ``item_groups`` give the copy; ``user_features`` are the original
-        features plus ``group_hint`` naming the user's copy.
-    """
-    _check(int(copies) == copies and copies >= 1, f"--copies must be at least 1, got {copies}")
-    copies = int(copies)
-    _check(0.0 <= cross_rate <= 1.0, f"--cross-rate must be in [0, 1], got {cross_rate}")
-    _check(copies > 1 or cross_rate == 0.0, "--cross-rate needs at least 2 copies")
-    _check(rewire in ("same", "random"), f"unknown rewire mode {rewire!r}; use same or random")
-    _check(dataset.interactions.nnz > 0, "cannot mirror an empty data set")
-    rng = np.random.default_rng(seed)
-    n_users, n_items = dataset.n_users, dataset.n_items
-    base = dataset.interactions.tocoo()
-    nnz = base.nnz
-    rows = np.concatenate([base.row + k * n_users for k in range(copies)]).astype(np.int64)
-    cols = np.concatenate([base.col + k * n_items for k in range(copies)]).astype(np.int64)
-    vals = np.tile(base.data, copies).astype(np.float32)
-    stamps = None
-    if dataset.timestamps is not None:
-        ts = _aligned_timestamps(dataset)
-        stamps = np.tile(ts, copies)
-
-    n_rewired = 0
-    if cross_rate > 0:
-        per_copy = round(cross_rate * nnz)
-        chosen = np.concatenate([k * nnz + rng.choice(nnz, size=per_copy, replace=False)
-                                 for k in range(copies)])
-        source_copy = chosen // nnz
-        target_copy = (source_copy + rng.integers(1, copies, size=len(chosen))) % copies
-        original_item = cols[chosen] - source_copy * n_items
-        if rewire == "same":
-            new_item = original_item
-        else:
-            popularity = np.asarray(dataset.interactions.getnnz(axis=0), dtype=np.float64)
-            new_item = rng.choice(n_items, size=len(chosen), p=popularity / popularity.sum())
-        cols[chosen] = target_copy * n_items + new_item
-        n_rewired = len(chosen)
-        # a rewired pair may repeat one the user already has: keep one entry (the max value)
-        keys = rows * (copies * n_items) + cols
-        order = np.lexsort((-vals, keys))
-        first = np.ones(len(keys), dtype=bool)
-        first[1:] = keys[order][1:] != keys[order][:-1]
-        keep = order[first]
-        rows, cols, vals = rows[keep], cols[keep], vals[keep]
-        if stamps is not None:
-            stamps = stamps[keep]
-
-    shape = (copies * n_users, copies * n_items)
-    interactions = as_csr(sp.coo_matrix((vals, (rows, cols)), shape=shape))
-    timestamps = None
-    if stamps is not None:
-        timestamps = sp.csr_matrix((stamps.astype(np.int64), (rows, cols)), shape=shape)
-        timestamps.sort_indices()
-
-    prefixes = [f"c{k}:" for k in range(copies)]
-    user_ids = np.concatenate([np.char.add(p, dataset.users.ids.astype(str)) for p in prefixes])
-    item_ids = np.concatenate([np.char.add(p, dataset.items.ids.astype(str)) for p in prefixes])
-    names = tuple(f"c{k}" for k in range(copies))
-    user_groups = np.repeat(np.arange(copies), n_users)
-    item_groups = np.repeat(np.arange(copies), n_items)
-
-    features = (dataset.user_features.reset_index(drop=True).copy()
-                if dataset.user_features is not None else pd.DataFrame(index=range(n_users)))
-    if dataset.user_groups is not None and dataset.group_names:
-        source_names = np.asarray(list(dataset.group_names) + [""], dtype=object)
-        features["source_group"] = source_names[np.asarray(dataset.user_groups)]
-    features = features.drop(columns=["group_hint"], errors="ignore")
-    features = pd.concat([features] * copies, ignore_index=True)
-    features.insert(0, "group_hint", np.asarray(names, dtype=object)[user_groups])
-
-    info = (dataset.item_info.reset_index(drop=True).copy()
-            if dataset.item_info is not None else pd.DataFrame(index=range(n_items)))
-    if dataset.item_groups is not None and dataset.group_names:
-        source_names = np.asarray(list(dataset.group_names) + [""], dtype=object)
-        info["source_group"] = source_names[np.asarray(dataset.item_groups)]
-    info = pd.concat([info] * copies, ignore_index=True) if info.shape[1] else None
-
-    meta = {
-        "source": f"mirror:{dataset.meta.get('source', 'dataset')}",
-        "options": {"copies": copies, "cross_rate": float(cross_rate), "rewire": rewire,
-                    "seed": int(seed), "rewired_interactions": int(n_rewired),
-                    "source_fingerprint": dataset.fingerprint},
-    }
-    return Dataset(
-        interactions=interactions,
-        users=IdMap(user_ids),
-        items=IdMap(item_ids),
-        item_groups=item_groups,
-        user_groups=user_groups,
-        group_names=names,
-        user_features=features,
-        item_info=info,
-        timestamps=timestamps,
-        meta=meta,
-    )
-
-
-def _aligned_timestamps(dataset: Dataset) -> np.ndarray:
-    """Timestamps as an array parallel to ``dataset.interactions.tocoo()`` entries."""
-    m, ts = dataset.interactions, dataset.timestamps
-    assert ts is not None
-    ts = sp.csr_matrix(ts)
-    ts.sort_indices()
-    if (ts.shape == m.shape and len(ts.indices) == len(m.indices)
-            and np.array_equal(ts.indptr, m.indptr) and np.array_equal(ts.indices, m.indices)):
-        return np.asarray(ts.data, dtype=np.int64)
-    coo = m.tocoo()
-    return np.asarray(ts[coo.row, coo.col], dtype=np.int64).ravel()

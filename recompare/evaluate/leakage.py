@@ -134,6 +134,40 @@ def ground_truth_confusion(relevant: sp.spmatrix, query_groups: np.ndarray,
     return _row_normalise(counts.astype(np.float64))
 
 
+def majority_groups(history: sp.spmatrix, item_groups: np.ndarray) -> np.ndarray:
+    """The group of each row of ``history``: the item group it touches most.
+
+    Parameters
+    ----------
+    history : sparse matrix of shape (n_rows, n_items)
+        Every stored entry counts once, whatever its value.
+    item_groups : ndarray of shape (n_items,), int
+        Group code per item, -1 for unknown (never counted).
+
+    Returns
+    -------
+    ndarray of shape (n_rows,), int64
+        Majority group code; ties go to the lowest code; -1 for a row without an
+        item of known group.
+    """
+    groups = np.asarray(item_groups, dtype=np.int64)
+    n_groups = int(groups.max(initial=-1)) + 1
+    out = np.full(history.shape[0], -1, dtype=np.int64)
+    if n_groups == 0:
+        return out
+    known = groups >= 0
+    onehot = sp.csr_matrix(
+        (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), groups[known])),
+        shape=(len(groups), n_groups),
+    )
+    binary = sp.csr_matrix(history, copy=True)
+    binary.data = np.ones_like(binary.data)
+    counts = np.asarray((binary @ onehot).todense())
+    has = counts.sum(axis=1) > 0
+    out[has] = counts[has].argmax(axis=1)
+    return out
+
+
 def group_item_counts(train: sp.spmatrix, user_groups: np.ndarray, n_groups: int
                       ) -> np.ndarray:
     """How many training users of each group interacted with each item.

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import RecompareError
+from .results import Accuracy
 
 #: metric names, in display order; the JSON key of a metric at k is ``f"{name}@{k}"``
 METRICS = ("recall", "recall_norm", "precision", "ndcg", "map", "hit_rate", "coverage")
@@ -141,7 +142,7 @@ def coverage(ids: np.ndarray, k: int, n_items: int, valid: np.ndarray | None = N
 
 
 def accuracy(ids: np.ndarray, relevant: sp.spmatrix, ks: Sequence[int],
-             valid: np.ndarray | None = None) -> dict:
+             valid: np.ndarray | None = None) -> Accuracy:
     """All accuracy metrics, averaged over queries with relevant items.
 
     Parameters
@@ -156,7 +157,7 @@ def accuracy(ids: np.ndarray, relevant: sp.spmatrix, ks: Sequence[int],
 
     Returns
     -------
-    dict with
+    Accuracy
         ``n_queries`` (int, queries evaluated), ``n_skipped`` (int, queries without
         relevant items), ``metrics`` (``"name@k"`` -> float, every name in
         :data:`METRICS`) and ``stderr`` (``"name@k"`` -> standard error of the mean over
@@ -179,8 +180,40 @@ def accuracy(ids: np.ndarray, relevant: sp.spmatrix, ks: Sequence[int],
             vals = values[key]
             metrics[key] = float(vals.mean()) if n else 0.0
             stderr[key] = float(vals.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    return {"n_queries": int(n), "n_skipped": int(len(ids) - n), "metrics": metrics,
-            "stderr": stderr}
+    return Accuracy(n_queries=int(n), n_skipped=int(len(ids) - n), metrics=metrics,
+                    stderr=stderr)
+
+
+def embedding_recall(queries: np.ndarray, items: np.ndarray, relevant: sp.spmatrix, k: int,
+                     exclude: sp.spmatrix | None = None) -> float:
+    """Mean ``recall_norm@k`` of dot-product top-k lists: the validation recall of a
+    model during training (early stopping, model selection).
+
+    Parameters
+    ----------
+    queries : ndarray of shape (n_queries, dim)
+        Query embeddings (user factors, or a query tower's output).
+    items : ndarray of shape (n_items, dim)
+        Item embeddings.
+    relevant : sparse matrix of shape (n_queries, n_items)
+        Validation interactions; positive entries are relevant.
+    k : int
+        Cut-off; capped at ``n_items``.
+    exclude : sparse matrix of shape (n_queries, n_items), optional
+        Items that may not be recommended (the training rows of the queries).
+
+    Returns
+    -------
+    float
+        Mean over queries with relevant items of hits@k / min(k, |relevant|); 0.0
+        when no query has any.
+    """
+    from ..models.topk import topk_dot  # the metrics themselves need no torch
+
+    k = min(int(k), int(np.asarray(items).shape[0]))
+    ids, _ = topk_dot(queries, items, k, exclude=exclude)
+    values, evaluated = per_query(ids, relevant, (k,))
+    return float(values[f"recall_norm@{k}"].mean()) if len(evaluated) else 0.0
 
 
 def split_key(key: str) -> tuple[str, int]:

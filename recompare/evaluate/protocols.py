@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,6 +31,15 @@ import scipy.sparse as sp
 from ..errors import RecompareError
 from . import leakage as lk
 from .metrics import accuracy, check_ks
+from .results import (
+    DatasetSummary,
+    Evaluation,
+    Folding,
+    ModelResult,
+    ProtocolResult,
+    SpuriousItem,
+    Unsupported,
+)
 
 PROTOCOLS = ("weak", "strong", "cold")
 
@@ -125,7 +135,7 @@ def evaluate(
     spurious_top: int = 10,
     seed: int = 0,
     _context: _Context | None = None,
-) -> dict:
+) -> ProtocolResult | Unsupported:
     """Evaluate one fitted model under one protocol.
 
     Parameters
@@ -147,16 +157,48 @@ def evaluate(
 
     Returns
     -------
-    dict
-        ``{"status": "unsupported", "reason": str}``, or ``{"status": "ok", "protocol",
-        "n_queries", "n_skipped", "metrics": {"name@k": float}, "stderr": {...},
-        "seconds"}`` plus, with ``folding``, ``"folding"``: ``{"leakage@k",
-        "excess_leakage@k", "spurious@k", "leakage_queries@k", "ground_truth_cross_share",
-        "confusion": {str(k): n_groups x n_groups list}, "ground_truth_confusion",
-        "spurious": [{"query_group", "query_group_name", "item", "item_id", "title",
-        "item_group", "item_group_name", "n_queries", "best_rank", "mean_rank"}],
-        "folding_auc": float | None}``.  Everything is JSON-able.
+    ProtocolResult or Unsupported
+        A JSON-able dict; :mod:`recompare.evaluate.results` documents every key.
     """
+    ks = _check_evaluable(model, dataset, protocol, ks, folding)
+    if protocol not in getattr(model, "protocols", frozenset({"weak"})):
+        return Unsupported(status="unsupported",
+                           reason=f"model kind '{model.kind}' cannot serve the {protocol} protocol")
+    context = _context or _Context(dataset)
+    start = time.perf_counter()
+    if protocol == "weak":
+        queries = _known_user_queries(dataset)
+    else:
+        queries = _new_user_queries(dataset, protocol)
+    try:
+        ids, scores = _top_lists(model, dataset, protocol, queries, ks[-1])
+    except (RecompareError, NotImplementedError) as exc:
+        if protocol == "weak":
+            raise  # every model serves known users: this is a real error
+        reason = str(exc) or f"model kind '{model.kind}' cannot embed new users"
+        return Unsupported(status="unsupported", reason=reason)
+    groups_all = queries.groups() if folding else None
+    seconds = time.perf_counter() - start
+    ids = np.asarray(ids, dtype=np.int64)
+    valid = np.isfinite(np.asarray(scores))
+    found = accuracy(ids, queries.relevant, ks, valid)
+    result = ProtocolResult(
+        status="ok", protocol=protocol, n_queries=found["n_queries"],
+        n_skipped=int(len(queries.candidates) - len(queries.users)),
+        metrics=found["metrics"], stderr=found["stderr"], seconds=seconds)
+    if folding:
+        result["folding"] = _folding(
+            model, dataset, protocol, ks, ids, valid, queries.relevant, queries.users,
+            groups_all[queries.users], queries.history, queries.features, context,
+            score_folding, auc_queries, spurious_top, seed,
+        )
+    return result
+
+
+def _check_evaluable(model, dataset, protocol: str, ks: Sequence[int], folding: bool
+                     ) -> tuple[int, ...]:
+    """Validated cut-offs; raises :class:`RecompareError` for a protocol the data set cannot
+    serve, folding without item groups, or a model fit on another data set."""
     if protocol not in PROTOCOLS:
         raise RecompareError(f"unknown protocol '{protocol}' (known: {', '.join(PROTOCOLS)})")
     ks = check_ks(ks, dataset.n_items)
@@ -170,62 +212,70 @@ def evaluate(
             f"the {getattr(model, 'kind', 'model')} model was trained on another data set "
             f"(fingerprint {fingerprint}, data set {dataset.fingerprint})"
         )
-    model_protocols = getattr(model, "protocols", frozenset({"weak"}))
-    if protocol not in model_protocols:
-        return {"status": "unsupported",
-                "reason": f"model kind '{model.kind}' cannot serve the {protocol} protocol"}
-    context = _context or _Context(dataset)
+    return ks
+
+
+@dataclass
+class _Queries:
+    """The queries of one protocol and what they are judged on.
+
+    ``candidates`` are every user the protocol concerns; ``users`` those of them with
+    relevant items (the queries), ``relevant`` their truth rows, ``history`` their
+    fold-in rows (strong only) and ``features`` their side features (new users only).
+    ``groups`` gives the query group of every data set user (computed on demand).
+    """
+
+    candidates: np.ndarray
+    users: np.ndarray
+    relevant: sp.csr_matrix
+    groups: Callable[[], np.ndarray]
+    history: sp.csr_matrix | None = None
+    features: Any = None
+
+
+def _known_user_queries(dataset) -> _Queries:
+    """Training users judged on their held-out interactions (``weak``)."""
     split = dataset.split
-    big_k = ks[-1]
     heldout_mask = np.zeros(dataset.n_users, dtype=bool)
     heldout_mask[split.heldout_users] = True
-    start = time.perf_counter()
-    history = features = None
+    candidates = np.flatnonzero(~heldout_mask)
+    relevant_all = split.test[candidates]
+    has = np.diff(relevant_all.indptr) > 0
+    return _Queries(candidates=candidates, users=candidates[has], relevant=relevant_all[has],
+                    groups=dataset.query_groups)
+
+
+def _new_user_queries(dataset, protocol: str) -> _Queries:
+    """Held-out users: judged on their held-out part (``strong``, which folds in the rest)
+    or on everything they did (``cold``)."""
+    split = dataset.split
+    candidates = np.asarray(split.heldout_users, dtype=np.int64)
+    heldout = split.heldout[candidates]
+    foldin = (split.foldin[candidates] if split.foldin is not None
+              else sp.csr_matrix(heldout.shape, dtype=np.float32))
+    target = heldout if protocol == "strong" else (foldin + heldout).tocsr()
+    has = np.diff(target.indptr) > 0
+    users = candidates[has]
+
+    def groups() -> np.ndarray:
+        # held-out users have no training rows: their group comes from all they did
+        return dataset.query_groups(
+            _rows_to_full((foldin + heldout).tocsr(), candidates, dataset.n_users))
+
+    return _Queries(candidates=candidates, users=users, relevant=target[has], groups=groups,
+                    history=foldin[has] if protocol == "strong" else None,
+                    features=_features(dataset, users))
+
+
+def _top_lists(model, dataset, protocol: str, queries: _Queries, k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k item ids and scores of every query: training items excluded for known users,
+    fold-in items for ``strong``, nothing for ``cold``."""
     if protocol == "weak":
-        candidates = np.flatnonzero(~heldout_mask)
-        relevant_all = split.test[candidates]
-        has = np.diff(relevant_all.indptr) > 0
-        users = candidates[has]
-        relevant = relevant_all[has]
-        ids, scores = model.recommend(users, big_k, exclude_seen=True, seen=dataset.train)
-        groups_all = dataset.query_groups() if folding else None
-    else:
-        candidates = np.asarray(split.heldout_users, dtype=np.int64)
-        heldout = split.heldout[candidates]
-        foldin = (split.foldin[candidates] if split.foldin is not None
-                  else sp.csr_matrix(heldout.shape, dtype=np.float32))
-        target = heldout if protocol == "strong" else (foldin + heldout).tocsr()
-        has = np.diff(target.indptr) > 0
-        users = candidates[has]
-        relevant = target[has]
-        features = _features(dataset, users)
-        try:
-            if protocol == "strong":
-                history = foldin[has]
-                ids, scores = model.recommend_new(history, features, big_k, exclude_seen=True)
-            else:
-                ids, scores = model.recommend_new(None, features, big_k, exclude_seen=False)
-        except (RecompareError, NotImplementedError) as exc:
-            reason = str(exc) or f"model kind '{model.kind}' cannot embed new users"
-            return {"status": "unsupported", "reason": reason}
-        groups_all = None
-        if folding:
-            # held-out users have no training rows: their group comes from all they did
-            groups_all = dataset.query_groups(
-                _rows_to_full((foldin + heldout).tocsr(), candidates, dataset.n_users))
-    seconds = time.perf_counter() - start
-    ids = np.asarray(ids, dtype=np.int64)
-    valid = np.isfinite(np.asarray(scores))
-    result: dict[str, Any] = {"status": "ok", "protocol": protocol}
-    result.update(accuracy(ids, relevant, ks, valid))
-    result["n_skipped"] = int(len(candidates) - len(users))
-    result["seconds"] = seconds
-    if folding:
-        result["folding"] = _folding(
-            model, dataset, protocol, ks, ids, valid, relevant, users, groups_all[users],
-            history, features, context, score_folding, auc_queries, spurious_top, seed,
-        )
-    return result
+        return model.recommend(queries.users, k, exclude_seen=True, seen=dataset.train)
+    if protocol == "strong":
+        return model.recommend_new(queries.history, queries.features, k, exclude_seen=True)
+    return model.recommend_new(None, queries.features, k, exclude_seen=False)
 
 
 def _rows_to_full(rows: sp.csr_matrix, users: np.ndarray, n_users: int) -> sp.csr_matrix:
@@ -236,7 +286,8 @@ def _rows_to_full(rows: sp.csr_matrix, users: np.ndarray, n_users: int) -> sp.cs
 
 def _folding(model, dataset, protocol, ks, ids, valid, relevant, users, query_groups,
              history, features, context, score_folding, auc_queries, spurious_top, seed
-             ) -> dict:
+             ) -> Folding:
+    """The folding section of one protocol's result (keys: :class:`Folding`)."""
     item_groups = np.asarray(dataset.item_groups, dtype=np.int64)
     n_groups = _n_groups(dataset)
     out: dict[str, Any] = {}
@@ -259,10 +310,11 @@ def _folding(model, dataset, protocol, ks, ids, valid, relevant, users, query_gr
     if score_folding and len(users):
         out["folding_auc"] = _score_folding(model, dataset, protocol, users, query_groups,
                                             history, features, auc_queries, seed)
-    return out
+    return cast(Folding, out)  # plus the "name@k" keys a TypedDict cannot list
 
 
-def _describe(dataset, entry: dict) -> dict:
+def _describe(dataset, entry: dict) -> SpuriousItem:
+    """An entry of :func:`leakage.spurious` with names, external id and title added."""
     names = list(dataset.group_names)
 
     def name(code: int) -> str:
@@ -278,7 +330,7 @@ def _describe(dataset, entry: dict) -> dict:
         title = None if value is None or (isinstance(value, float) and np.isnan(value)) \
             else str(value)
     described["title"] = title
-    return described
+    return cast(SpuriousItem, described)
 
 
 def _score_folding(model, dataset, protocol, users, query_groups, history, features,
@@ -311,7 +363,7 @@ def evaluate_models(
     score_folding: bool = True,
     seed: int = 0,
     callback: Callback | None = None,
-) -> dict:
+) -> Evaluation:
     """Evaluate several fitted models side by side.
 
     Parameters
@@ -327,10 +379,8 @@ def evaluate_models(
 
     Returns
     -------
-    dict (JSON-able)
-        ``{"dataset": {"fingerprint", "users", "items", "split"}, "ks": [int],
-        "protocols": [str], "folding": bool, "group_names": [str],
-        "models": {name: {"kind": str, "protocols": {protocol: result of evaluate()}}}}``
+    Evaluation
+        A JSON-able dict; :mod:`recompare.evaluate.results` documents every key.
     """
     names = resolve_protocols(dataset, protocols)
     ks = check_ks(ks, dataset.n_items)
@@ -342,22 +392,22 @@ def evaluate_models(
     # top-k runs on torch: import it here so the first model's timing does not pay for it
     import torch  # noqa: F401
 
-    out: dict[str, Any] = {
-        "dataset": {
-            "fingerprint": dataset.fingerprint,
-            "users": dataset.n_users,
-            "items": dataset.n_items,
-            "split": dataset.split.kind if dataset.split is not None else None,
-            "source": dataset.meta.get("source"),
-        },
-        "ks": list(ks),
-        "protocols": list(names),
-        "folding": bool(folding),
-        "group_names": list(dataset.group_names),
-        "models": {},
-    }
+    out = Evaluation(
+        dataset=DatasetSummary(
+            fingerprint=dataset.fingerprint,
+            users=dataset.n_users,
+            items=dataset.n_items,
+            split=dataset.split.kind if dataset.split is not None else None,
+            source=dataset.meta.get("source"),
+        ),
+        ks=list(ks),
+        protocols=list(names),
+        folding=bool(folding),
+        group_names=list(dataset.group_names),
+        models={},
+    )
     for model_name, model in models.items():
-        entry = {"kind": getattr(model, "kind", type(model).__name__), "protocols": {}}
+        entry = ModelResult(kind=getattr(model, "kind", type(model).__name__), protocols={})
         for protocol in names:
             if callback is not None:
                 callback({"stage": "evaluate", "model": model_name, "protocol": protocol,

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import RecompareError
-from .base import Recommender, read_model_json
+from .base import Recommender, clone, read_model_json
 
 #: kind -> "module:Class"; the DNN module is the only one importing torch
 KINDS = {
@@ -47,4 +47,4 @@ def load_model(path: str | os.PathLike, dataset=None) -> Recommender:
     return model
 
 
-__all__ = ["BASELINES", "KINDS", "Recommender", "load_model", "model_class"]
+__all__ = ["BASELINES", "KINDS", "Recommender", "clone", "load_model", "model_class"]

@@ -9,14 +9,19 @@
   history and/or features) where the family supports it.
 * ``save(path)`` writes a directory with ``model.json`` (kind, params,
   fingerprint of the training data) plus open-format arrays; ``load`` reads it
-  back without unpickling.
+  back without unpickling (:func:`read_saved_model` does the part every family
+  shares).
+* ``get_params``/``set_params`` read and change the hyperparameters (the
+  constructor's arguments); :func:`clone` gives an unfitted copy.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,12 +54,43 @@ class Recommender(ABC):
     fit_info_: dict
 
     # ---------------------------------------------------------- hyperparams
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments as stored (sklearn's contract)."""
-        import inspect
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters: the constructor's arguments, as stored (sklearn's contract).
+
+        Returns
+        -------
+        dict
+            Parameter name -> value, in the constructor's order.
+        """
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Recommender:
+        """Change hyperparameters; learned state is untouched until the next ``fit``.
+
+        Values are stored verbatim, as the constructor stores them (``fit`` validates).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        RecompareError
+            For a name that is not a constructor argument.
+        """
+        names = self._param_names()
+        for name in params:
+            if name not in names:
+                raise RecompareError(
+                    f"{type(self).__name__} has no parameter '{name}' "
+                    f"(parameters: {', '.join(names)})")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -198,6 +234,92 @@ class FactorModel(Recommender):
         """Item factors, ndarray of shape (n_items, k)."""
         self._check_fitted()
         return self.item_factors_
+
+
+def clone(model: Recommender) -> Recommender:
+    """An unfitted model of the same class with (deep copies of) the same hyperparameters.
+
+    Parameters
+    ----------
+    model : Recommender
+        Fitted or not; it is left as it is.
+
+    Returns
+    -------
+    Recommender
+        ``type(model)(**model.get_params())``, sharing no mutable parameter with ``model``.
+    """
+    params = {name: copy.deepcopy(value) for name, value in model.get_params().items()}
+    return type(model)(**params)
+
+
+def n_new_users(history: sp.spmatrix | None, features: pd.DataFrame | None) -> int:
+    """How many users ``embed_new_users(history, features)`` is asked to embed.
+
+    Raises
+    ------
+    RecompareError
+        When both are None, or when their row counts differ.
+    """
+    if history is not None and features is not None and history.shape[0] != len(features):
+        raise RecompareError(
+            f"fold-in history has {history.shape[0]} rows but features have {len(features)}"
+        )
+    if history is not None:
+        return int(history.shape[0])
+    if features is not None:
+        return len(features)
+    raise RecompareError("new users need a fold-in history or features")
+
+
+def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
+                     tuples: Sequence[str] = ()) -> tuple[Recommender, dict]:
+    """The start of every family's ``load``: an instance of ``cls`` with the saved
+    hyperparameters and the fitted state common to all families, and the parsed
+    ``model.json``, from which the caller reads its own arrays.
+
+    Parameters
+    ----------
+    cls : type
+        The family's class; the saved ``kind`` must be ``cls.kind``.
+    path : path of the saved model directory
+    tuples : sequence of str
+        Parameters that JSON stores as lists but the family keeps as tuples.
+
+    Returns
+    -------
+    model : Recommender
+        With ``fingerprint_``, ``n_users_``, ``n_items_``, ``fit_info_`` set from
+        ``model.json`` and ``seen_`` None (the training matrix is not saved).
+    meta : dict
+        The parsed ``model.json``.
+
+    Raises
+    ------
+    RecompareError
+        For a missing or unparsable ``model.json``, another kind, unknown parameters
+        or a missing field.
+    """
+    meta = read_model_json(path)
+    if meta.get("kind") != cls.kind:
+        raise RecompareError(f"{path} holds a '{meta.get('kind')}' model, not '{cls.kind}'")
+    params = dict(meta.get("params", {}))
+    for name in tuples:
+        if isinstance(params.get(name), list):
+            params[name] = tuple(params[name])
+    try:
+        model = cls(**params)
+    except TypeError as exc:
+        raise RecompareError(f"{path}/{MODEL_FILE} has unexpected parameters: {exc}") from None
+    missing = [key for key in ("fingerprint", "n_users", "n_items") if key not in meta]
+    if missing:
+        raise RecompareError(f"{path}/{MODEL_FILE} is incomplete: missing {', '.join(missing)}")
+    model.fingerprint_ = meta["fingerprint"]
+    model.n_users_ = int(meta["n_users"])
+    model.n_items_ = int(meta["n_items"])
+    model.fit_info_ = meta.get("fit_info", {})
+    model.seen_ = None
+    return model, meta
 
 
 def _check_k(k: int, n_items: int) -> None:

@@ -21,7 +21,8 @@ import scipy.sparse as sp
 
 from .._atomic import atomic_dir
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, FactorModel, Recommender, read_model_json
+from ..evaluate.leakage import majority_groups
+from .base import MODEL_FILE, Callback, FactorModel, Recommender, n_new_users, read_saved_model
 
 ARRAYS_FILE = "arrays.npz"
 
@@ -47,26 +48,15 @@ class _SavedArrays(Recommender):
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recommender:
         """Read a directory written by :meth:`save` (never unpickles)."""
-        meta = read_model_json(path)
-        if meta.get("kind") != cls.kind:
-            raise RecompareError(f"{path} holds a '{meta.get('kind')}' model, not '{cls.kind}'")
+        model, _ = read_saved_model(cls, path)
         file = Path(path) / ARRAYS_FILE
         if not file.is_file():
             raise RecompareError(f"{path} is incomplete: missing {ARRAYS_FILE}")
-        try:
-            model = cls(**meta.get("params", {}))
-        except TypeError as exc:
-            raise RecompareError(f"{path}/model.json has unexpected parameters: {exc}") from None
         with np.load(file, allow_pickle=False) as arrays:
             for name in cls._array_names:
                 if name not in arrays:
                     raise RecompareError(f"{file} lacks the array '{name}'")
                 setattr(model, name, arrays[name])
-        model.fingerprint_ = meta.get("fingerprint")
-        model.n_users_ = int(meta["n_users"])
-        model.n_items_ = int(meta["n_items"])
-        model.fit_info_ = meta.get("fit_info", {})
-        model.seen_ = None
         return model
 
 
@@ -162,10 +152,10 @@ class Popularity(_SavedArrays):
     ) -> np.ndarray:
         """Same embedding for everyone; with ``by_group``, the majority group of the history."""
         self._check_fitted()
-        n_new = _n_new(history, features)
+        n_new = n_new_users(history, features)
         groups = np.full(n_new, -1, dtype=np.int64)
         if self.by_group and history is not None and history.nnz:
-            groups = _majority_groups(sp.csr_matrix(history), self.item_groups_)
+            groups = majority_groups(sp.csr_matrix(history), self.item_groups_)
         return self._queries_of_groups(groups)
 
 
@@ -214,41 +204,10 @@ class RandomEmbeddings(FactorModel, _SavedArrays):
     ) -> np.ndarray:
         """Fresh random vectors, drawn from a seed derived from ``random_state``."""
         self._check_fitted()
-        n_new = _n_new(history, features)
+        n_new = n_new_users(history, features)
         rng = np.random.default_rng([int(self.random_state), 1])
         return (rng.standard_normal((n_new, self.item_factors_.shape[1]))
                 / np.sqrt(self.item_factors_.shape[1])).astype(np.float32)
-
-
-def _n_new(history: sp.spmatrix | None, features: pd.DataFrame | None) -> int:
-    if history is not None and features is not None and history.shape[0] != len(features):
-        raise RecompareError(
-            f"fold-in history has {history.shape[0]} rows but features have {len(features)}"
-        )
-    if history is not None:
-        return int(history.shape[0])
-    if features is not None:
-        return len(features)
-    raise RecompareError("new users need a fold-in history or features")
-
-
-def _majority_groups(history: sp.csr_matrix, item_groups: np.ndarray) -> np.ndarray:
-    """Majority item group of each history row (ties: lowest code; -1 when none known)."""
-    n_groups = int(item_groups.max(initial=-1)) + 1
-    out = np.full(history.shape[0], -1, dtype=np.int64)
-    if n_groups == 0:
-        return out
-    known = item_groups >= 0
-    onehot = sp.csr_matrix(
-        (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), item_groups[known])),
-        shape=(len(item_groups), n_groups),
-    )
-    binary = history.copy()
-    binary.data = np.ones_like(binary.data)
-    counts = np.asarray((binary @ onehot).todense())
-    has = counts.sum(axis=1) > 0
-    out[has] = counts[has].argmax(axis=1)
-    return out
 
 
 #: names the CLI accepts for baselines fit on the fly -> (class, parameters)
