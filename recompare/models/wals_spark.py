@@ -93,11 +93,6 @@ class SparkMapping:
     scale: float
 
 
-def _dim(model) -> int:
-    params = model.get_params()
-    return int(params["dim"] if "dim" in params else params["factors"])
-
-
 def spark_mapping(model) -> SparkMapping:
     """Map a local :class:`~recompare.models.wals.WALS` onto Spark's implicit ALS.
 
@@ -106,7 +101,9 @@ def spark_mapping(model) -> SparkMapping:
     RecompareError
         When the model's objective has no exact Spark equivalent (see the module docstring).
     """
-    model._validate()
+    from .wals_params import validate
+
+    validate(model)
     w0 = float(model.unobserved_weight)
     if w0 <= 0:
         raise RecompareError(
@@ -124,7 +121,7 @@ def spark_mapping(model) -> SparkMapping:
             f"{model.reg_exponent}) or --regularization 0, or --engine local")
     if getattr(model, "patience", None) is not None:
         raise RecompareError("early stopping (patience) is not available with --engine spark")
-    return SparkMapping(rank=_dim(model), reg_param=lam / w0, alpha=1.0,
+    return SparkMapping(rank=int(model.dim), reg_param=lam / w0, alpha=1.0,
                         max_iter=int(model.iterations), seed=int(model.random_state), scale=w0)
 
 
