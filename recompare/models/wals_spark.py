@@ -288,7 +288,10 @@ def fit_spark(model, dataset, session=None, master: str = DEFAULT_MASTER,
     users, items, seconds = _run_als(session, train, ratings, mapping, blocks)
     model.user_factors_, model.item_factors_ = users, items
     model._remember(dataset)
-    model._fit_cold_start(dataset, train)
+    from .wals_cold import fit_cold_start
+
+    model._set_cold_start(fit_cold_start(dataset.user_features, users,
+                                         np.diff(train.indptr) > 0))
     model.fit_info_ = {"engine": "spark", "spark": _spark_info(session, blocks),
                        "mapping": asdict(mapping), "fit_seconds": seconds}
     objective = model.objective(dataset)
