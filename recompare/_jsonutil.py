@@ -1,6 +1,7 @@
-"""One JSON encoder hook for every file and every ``--json`` we write."""
+"""One JSON encoder for every file and every ``--json`` we write."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,3 +21,8 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(value: Any) -> str:
+    """``value`` as the indented JSON text of a results file, ending with a newline."""
+    return json.dumps(value, indent=2, default=json_default) + "\n"

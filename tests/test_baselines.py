@@ -14,7 +14,7 @@ from recompare.errors import RecompareError
 from recompare.models import load_model, model_class
 from recompare.models.baselines import Popularity, RandomEmbeddings, make_baseline
 
-BASELINES = [Popularity(), Popularity(by_group=True), RandomEmbeddings(factors=8)]
+BASELINES = [Popularity(), Popularity(by_group=True), RandomEmbeddings(dim=8)]
 
 
 @pytest.mark.parametrize("model", BASELINES, ids=["pop", "pop-group", "random"])
@@ -45,9 +45,9 @@ def test_contract(model, tiny_split, tmp_path):
 
 
 def test_refit_is_deterministic(tiny_split):
-    a = RandomEmbeddings(factors=4, random_state=3).fit(tiny_split).recommend(k=5)[0]
-    b = RandomEmbeddings(factors=4, random_state=3).fit(tiny_split).recommend(k=5)[0]
-    c = RandomEmbeddings(factors=4, random_state=4).fit(tiny_split).recommend(k=5)[0]
+    a = RandomEmbeddings(dim=4, random_state=3).fit(tiny_split).recommend(k=5)[0]
+    b = RandomEmbeddings(dim=4, random_state=3).fit(tiny_split).recommend(k=5)[0]
+    c = RandomEmbeddings(dim=4, random_state=4).fit(tiny_split).recommend(k=5)[0]
     np.testing.assert_array_equal(a, b)
     assert (a != c).any()
 
@@ -77,8 +77,8 @@ def test_popularity_by_group_needs_groups():
 
 
 def test_bad_params_and_loading(tiny_split, tmp_path):
-    with pytest.raises(RecompareError, match="factors"):
-        RandomEmbeddings(factors=0).fit(tiny_split)
+    with pytest.raises(RecompareError, match="dim"):
+        RandomEmbeddings(dim=0).fit(tiny_split)
     with pytest.raises(RecompareError, match="not fitted"):
         Popularity().recommend(k=1)
     with pytest.raises(RecompareError, match="unknown baseline"):

@@ -19,7 +19,7 @@ from recompare.models import KINDS, clone, load_model, model_class
 #: small, fast hyperparameters per kind (kinds not listed use their defaults)
 FAST = {
     "wals": {"dim": 8, "iterations": 3},
-    "softmax": {"dim": 8, "hidden": (16,), "epochs": 2, "batch_size": 32, "patience": 0},
+    "softmax": {"dim": 8, "hidden": (16,), "epochs": 2, "batch_size": 32, "patience": None},
     "random": {"factors": 8},
 }
 

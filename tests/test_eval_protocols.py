@@ -20,7 +20,7 @@ def results(tiny_split):
     models = {
         "popularity": Popularity().fit(tiny_split),
         "popularity-by-group": Popularity(by_group=True).fit(tiny_split),
-        "random": RandomEmbeddings(factors=16).fit(tiny_split),
+        "random": RandomEmbeddings(dim=16).fit(tiny_split),
     }
     return evaluate_models(models, tiny_split, "all", (5, 10), folding=True)
 
@@ -69,7 +69,7 @@ def test_weak_matches_direct_computation(tiny_split):
 
 
 def test_same_seed_same_numbers(tiny_split):
-    models = {"random": RandomEmbeddings(factors=8, random_state=1).fit(tiny_split)}
+    models = {"random": RandomEmbeddings(dim=8, random_state=1).fit(tiny_split)}
     a = evaluate_models(models, tiny_split, "weak", (5,), folding=True)
     b = evaluate_models(models, tiny_split, "weak", (5,), folding=True)
     for r in (a, b):

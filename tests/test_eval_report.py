@@ -23,7 +23,7 @@ class _WeakOnly(Popularity):
 @pytest.fixture(scope="module")
 def evaluated(tiny_split):
     data = tiny_split
-    models = {"weak-only": _WeakOnly().fit(data), "random": RandomEmbeddings(factors=4).fit(data)}
+    models = {"weak-only": _WeakOnly().fit(data), "random": RandomEmbeddings(dim=4).fit(data)}
     return data, models, evaluate_models(models, data, "all", (5, 10), folding=True)
 
 

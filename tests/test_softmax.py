@@ -19,17 +19,19 @@ from recompare.data.splits import split
 from recompare.data.synth import planted
 from recompare.errors import RecompareError
 from recompare.evaluate.protocols import evaluate
-from recompare.models import load_model
-from recompare.models import softmax as sm
-from recompare.models.softmax import (
-    SoftmaxDNN,
+from recompare.models import load_model, softmax_training
+from recompare.models.sampling import (
+    NegativeSampler,
     full_softmax_loss,
     gravity_penalty,
     mask_accidental_hits,
     sampled_softmax_loss,
 )
+from recompare.models.softmax import SoftmaxDNN
+from recompare.models.softmax_training import batch_loss, make_optimizers
+from recompare.models.tower import Batch, FeatureSchema, QueryTower, mask_history
 
-FAST = {"epochs": 6, "patience": 0, "validation_fraction": 0.0, "threads": 1, "hidden": (32,),
+FAST = {"epochs": 6, "patience": None, "validation_fraction": 0.0, "threads": 1, "hidden": (32,),
         "dim": 16, "batch_size": 64, "lr": 1e-2, "num_negatives": 64}
 
 
@@ -116,7 +118,7 @@ def test_logq_correction_matches_its_formula():
 
 def test_sampler_log_probability_is_the_inclusion_probability():
     counts = np.array([100.0, 30, 10, 5, 1, 0, 0, 2])
-    sampler = sm._NegativeSampler("popularity", 3, counts)
+    sampler = NegativeSampler("popularity", 3, counts)
     q = (counts + 1) / (counts + 1).sum()
     gen = torch.Generator().manual_seed(0)
     hits = np.zeros(len(counts))
@@ -126,7 +128,7 @@ def test_sampler_log_probability_is_the_inclusion_probability():
         np.testing.assert_allclose(log_q.numpy(), np.log(1 - (1 - q[cand.numpy()]) ** 3),
                                    rtol=1e-5)
     np.testing.assert_allclose(hits / 2000, 1 - (1 - q) ** 3, atol=0.03)
-    uniform = sm._NegativeSampler("uniform", 5, counts)
+    uniform = NegativeSampler("uniform", 5, counts)
     cand, log_q = uniform.sample(gen, torch.zeros(0, dtype=torch.int64))
     assert torch.all(cand[1:] > cand[:-1])  # sorted, unique
     np.testing.assert_allclose(log_q.numpy(), math.log(1 - (1 - 1 / 8) ** 5), rtol=1e-6)
@@ -169,7 +171,7 @@ def test_masked_history_partitions_each_users_items():
     rng = np.random.default_rng(0)
     m = sp.random(60, 40, density=0.2, random_state=1, format="csr", dtype=np.float32)
     m.data[:] = rng.integers(1, 5, m.nnz)
-    inputs, targets = sm._mask_history(m, 0.3, 0.1, np.random.default_rng(1))
+    inputs, targets = mask_history(m, 0.3, 0.1, np.random.default_rng(1))
     assert (inputs.multiply(targets)).nnz == 0  # disjoint
     assert abs(inputs + targets - m).max() == 0  # together: everything, values kept
     n = np.diff(m.indptr)
@@ -182,9 +184,9 @@ def test_masked_history_partitions_each_users_items():
 
 def test_no_target_ever_appears_in_its_own_input(data, monkeypatch):
     seen_batches = []
-    original = SoftmaxDNN._batch_loss
+    original = softmax_training.batch_loss
 
-    def spy(self, tower, batch, *args, **kwargs):
+    def spy(tower, batch, *args, **kwargs):
         bag_pairs = set(zip(batch.input_rows.tolist(), batch.bag_items.tolist()))
         target_pairs = set(zip(batch.target_rows.tolist(), batch.target_items.tolist()))
         seen_batches.append((len(bag_pairs), len(target_pairs), bag_pairs & target_pairs))
@@ -192,9 +194,9 @@ def test_no_target_ever_appears_in_its_own_input(data, monkeypatch):
         offsets = batch.bag_offsets.tolist() + [len(batch.bag_items)]
         rows = np.repeat(np.arange(len(batch)), np.diff(offsets))
         assert rows.tolist() == batch.input_rows.tolist()
-        return original(self, tower, batch, *args, **kwargs)
+        return original(tower, batch, *args, **kwargs)
 
-    monkeypatch.setattr(SoftmaxDNN, "_batch_loss", spy)
+    monkeypatch.setattr(softmax_training, "batch_loss", spy)
     SoftmaxDNN(**{**FAST, "epochs": 2}).fit(data)
     assert seen_batches and all(not leak for _, _, leak in seen_batches)
     assert sum(b for b, _, _ in seen_batches) > 0 and sum(t for _, t, _ in seen_batches) > 0
@@ -259,21 +261,21 @@ def test_sampled_training_touches_only_sampled_item_rows(data):
     """Sparse gradients: items neither positive nor sampled in a batch are not updated."""
     model = SoftmaxDNN(**{**FAST, "num_negatives": 8}, loss="sampled", negatives="uniform")
     features = model.check(data)
-    schema = sm._FeatureSchema.build(data.user_features, uses_history="history" in features)
+    schema = FeatureSchema.build(data.user_features, uses_history="history" in features)
     cats, nums = schema.encode(data.user_features)
-    tower = sm._Tower(data.n_items, 16, (32,), "tanh", 0.0, schema, False, False, 1.0,
+    tower = QueryTower(data.n_items, 16, (32,), "tanh", 0.0, schema, False, False, 1.0,
                       sparse_out=True)
     tower.reset_parameters(torch.Generator().manual_seed(0))
-    opts = model._make_optimizers(tower)
-    sampler = sm._NegativeSampler("uniform", 8, np.ones(data.n_items))
-    inputs, targets = sm._mask_history(data.train, 0.2, 0.0, np.random.default_rng(0))
-    batch = sm._Batch.build(np.arange(3), inputs, targets, cats, nums)
+    opts = make_optimizers(tower, model.optimizer, model.lr, model.weight_decay)
+    sampler = NegativeSampler("uniform", 8, np.ones(data.n_items))
+    inputs, targets = mask_history(data.train, 0.2, 0.0, np.random.default_rng(0))
+    batch = Batch.build(np.arange(3), inputs, targets, cats, nums)
     before = tower.item_out.detach().clone()
     gen = torch.Generator().manual_seed(1)
     state = gen.get_state()
     cand, _ = sampler.sample(gen, batch.target_items)
     gen.set_state(state)
-    loss = model._batch_loss(tower, batch, sampler, gen)
+    loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity)
     loss.backward()
     for opt in opts:
         opt.step()
@@ -335,6 +337,7 @@ def test_cold_and_strong_protocols(data):
     ({"hidden": (0,)}, "hidden sizes"),
     ({"loss": "softmax"}, "loss must be"),
     ({"dropout": 1.0}, "dropout"),
+    ({"patience": -1}, "patience must be a positive integer or None"),
 ])
 def test_bad_parameters_give_clear_errors(data, params, message):
     with pytest.raises(RecompareError, match=message):
@@ -347,6 +350,40 @@ def test_user_features_requested_without_any():
         SoftmaxDNN(features=("history", "user")).fit(ds)
     model = SoftmaxDNN(**FAST).fit(ds)  # auto: history only
     assert model.fit_info_["features"] == ["history"]
+
+
+
+def test_patience_none_trains_every_epoch_and_zero_means_none(data):
+    """None is "no early stopping"; the old spelling 0 still means it, with a warning."""
+    params = dict(FAST, epochs=4, validation_fraction=0.2, lr=0.5)  # lr: validation wobbles
+    off = SoftmaxDNN(**params).fit(data)
+    assert off.fit_info_["epochs_run"] == 4 and not off.fit_info_["stopped_early"]
+    assert all(h["validation_recall"] is not None for h in off.fit_info_["history"])
+    with pytest.warns(FutureWarning, match="patience=None"):
+        zero = SoftmaxDNN(**{**params, "patience": 0}).fit(data)
+    assert np.array_equal(zero.item_embeddings(), off.item_embeddings())
+
+
+def test_early_stopping_restores_the_best_epoch(data):
+    params = {**FAST, "epochs": 30, "validation_fraction": 0.2, "patience": 1, "lr": 0.05}
+    model = SoftmaxDNN(**params).fit(data)
+    info = model.fit_info_
+    vals = [h["validation_recall"] for h in info["history"]]
+    assert info["best_epoch"] == 1 + int(np.argmax(vals))
+    assert info["best_validation_recall"] == max(vals)
+    assert info["stopped_early"] and info["epochs_run"] == info["best_epoch"] + 1 < 30
+    # epochs replay from the seed alone: the restored model is the one trained to best_epoch
+    best = SoftmaxDNN(**{**params, "epochs": info["best_epoch"], "patience": None}).fit(data)
+    assert np.array_equal(model.item_embeddings(), best.item_embeddings())
+
+
+def test_fit_restores_the_thread_count(data):
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    seen = []
+    SoftmaxDNN(**{**FAST, "epochs": 1, "threads": wanted}).fit(
+        data, callback=lambda event: seen.append(torch.get_num_threads()))
+    assert set(seen) == {wanted} and torch.get_num_threads() == before
 
 
 # ----------------------------------------------------------------------- CLI
@@ -363,6 +400,29 @@ def test_cli_trains_saves_and_reports_json(data, tmp_path):
     assert load_model(out, data).item_embeddings().shape == (data.n_items, 8)
     again = CliRunner().invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o", str(out)])
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_cli_defaults_are_the_estimators(data, tmp_path):
+    """Every train-dnn option that mirrors a parameter defaults to the estimator's value,
+    and --patience 0 (no early stopping) reaches the model as None."""
+    import inspect
+
+    from recompare.commands.train_dnn import train_dnn
+
+    signature = inspect.signature(SoftmaxDNN.__init__).parameters
+    options = {p.name: p.default for p in train_dnn.params if p.name in signature}
+    assert len(options) >= 17
+    for name, default in options.items():
+        expected = signature[name].default
+        if name == "hidden":
+            expected = ",".join(map(str, expected))
+        assert default == expected, name
+    data.save(tmp_path / "ds")
+    result = CliRunner().invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o",
+                                       str(tmp_path / "m"), "--epochs", "1", "--dim", "8",
+                                       "--patience", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["params"]["patience"] is None
 
 
 @pytest.mark.parametrize("args,message", [
@@ -384,16 +444,16 @@ def test_cli_bad_input_is_one_clear_line(data, tmp_path, args, message):
 
 
 def test_weighted_pooling_is_a_value_weighted_mean():
-    schema = sm._FeatureSchema.build(None, uses_history=True)
+    schema = FeatureSchema.build(None, uses_history=True)
     cats, nums = schema.encode(None, n_rows=4)
     rows = np.array([0, 0, 0, 1, 1, 3])
     items = np.array([1, 5, 7, 2, 5, 9])
     values = np.array([1.0, 3.0, 4.0, 2.0, 2.0, 5.0], dtype=np.float32)
     matrix = sp.csr_matrix((values, (rows, items)), shape=(4, 12))
-    batch = sm._Batch.build(np.arange(4), matrix, None, cats, nums)
+    batch = Batch.build(np.arange(4), matrix, None, cats, nums)
     towers = {}
     for pooling in ("weighted", "mean"):
-        tower = sm._Tower(12, 3, (), "relu", 0.0, schema, False, False, 1.0,
+        tower = QueryTower(12, 3, (), "relu", 0.0, schema, False, False, 1.0,
                           sparse_out=False, pooling=pooling)
         tower.reset_parameters(torch.Generator().manual_seed(0))
         towers[pooling] = tower

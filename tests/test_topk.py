@@ -155,3 +155,74 @@ def test_default_block_path_on_a_large_catalogue_matches_plain_path():
     plain = topk_dot(queries, items, 20, exclude=exclude, block_size=0)
     np.testing.assert_array_equal(blocked[0], plain[0])
     np.testing.assert_array_equal(blocked[1], plain[1])
+
+
+def test_prepared_items_give_the_same_lists_as_topk_dot():
+    from recompare.models.topk import prepare_items, topk_prepared
+
+    rng = np.random.default_rng(11)
+    queries = (np.round(rng.normal(size=(40, 8)) * 2) / 2).astype(np.float32)
+    items = (np.round(rng.normal(size=(6000, 8)) * 2) / 2).astype(np.float32)
+    seen = sp.random(40, 6000, density=0.02, format="csr", random_state=3)
+    prepared = prepare_items(items)
+    assert prepared.width % 64 == 0 and prepared.n_items == 6000
+    expected = topk_dot(queries, items, 10, exclude=seen)
+    for row in range(len(queries)):  # one query at a time, as a server asks
+        ids, scores = topk_prepared(queries[row:row + 1], prepared, 10, exclude=seen[row])
+        np.testing.assert_array_equal(ids[0], expected[0][row])
+        np.testing.assert_array_equal(scores[0], expected[1][row])
+
+
+def test_prepared_items_reject_bad_input():
+    from recompare.models.topk import prepare_items, topk_prepared
+
+    with pytest.raises(RecompareError, match="NaN"):
+        prepare_items(np.full((5, 2), np.inf))
+    with pytest.raises(RecompareError, match="block_size"):
+        prepare_items(np.ones((5, 2)), block_size=-1)
+    prepared = prepare_items(np.ones((5, 2)))
+    with pytest.raises(RecompareError, match="do not match"):
+        topk_prepared(np.ones((1, 3)), prepared, 2)
+    with pytest.raises(RecompareError, match="larger than the catalogue"):
+        topk_prepared(np.ones((1, 2)), prepared, 6)
+
+
+def test_topk_restores_the_thread_count():
+    import torch
+
+    before = torch.get_num_threads()
+    topk_dot(np.ones((3, 2)), np.ones((10, 2)), 2, threads=1)
+    assert torch.get_num_threads() == before
+
+
+def test_missing_faiss_names_the_extra(monkeypatch):
+    import sys
+
+    from recompare.models import topk
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import now fails as if absent
+    assert not topk.ann_available()
+    with pytest.raises(RecompareError, match=r"recompare\[ann\]"):
+        topk.build_ann_index(np.ones((100, 4), np.float32), np.ones((2, 4), np.float32), 5)
+
+
+def test_ann_index_recall_and_exclusion():
+    pytest.importorskip("faiss")
+    from recompare.models.topk import ann_search, build_ann_index, recall_against
+
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((4000, 16)).astype(np.float32)
+    validation = rng.standard_normal((50, 16)).astype(np.float32)
+    test = rng.standard_normal((50, 16)).astype(np.float32)
+    index = build_ann_index(items, validation, k=10, target_recall=0.9, seed=0)
+    assert 1 <= index.n_probe <= index.n_lists
+    assert index.validation_recall >= 0.9 or index.n_probe == index.n_lists
+    exact, _ = topk_dot(test, items, 10)
+    found, _ = ann_search(index, test, 10)
+    assert recall_against(found, exact) > 0.7
+    assert recall_against(exact, exact) == 1.0
+    # seen items never come back, and the rest of the list is still exact-ranked
+    seen = sp.csr_matrix((np.ones(50), (np.arange(50), exact[:, 0])), shape=(50, 4000))
+    ids, scores = ann_search(index, test, 10, exclude=seen)
+    assert not (ids == exact[:, :1]).any()
+    assert (scores[:, :-1] >= scores[:, 1:]).all()

@@ -1,38 +1,24 @@
-"""Timing and memory helpers shared by the benchmarks."""
+"""Timing and memory helpers shared by the benchmarks.
+
+The memory probe here (:func:`measure`) trims the heap and resets the kernel's peak
+counter, process-wide: benchmarks only. Library code measures read-only with
+:func:`recompare.compare.cost.measure_cost`.
+"""
 from __future__ import annotations
 
 import contextlib
 import gc
 import os
 import platform
-import resource
 import time
 from collections.abc import Iterator
 
 from .._sysmem import release_free_memory
+from ..compare.cost import high_water_bytes as peak_rss_bytes
+from ..compare.cost import resident_bytes as current_rss_bytes
 
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process since start or the last :func:`reset_peak_rss`."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def current_rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+__all__ = ["best_of", "current_rss_bytes", "machine_info", "measure", "peak_rss_bytes",
+           "reset_peak_rss"]
 
 
 def reset_peak_rss() -> bool:
@@ -47,7 +33,8 @@ def reset_peak_rss() -> bool:
 
 @contextlib.contextmanager
 def measure() -> Iterator[dict]:
-    """Measure wall time and the peak RSS increase over the RSS at entry.
+    """Measure wall time and the peak RSS increase over the RSS at entry (benchmarks only:
+    it calls ``malloc_trim`` and writes ``/proc/self/clear_refs``).
 
     Yields a dict filled on exit with ``seconds``, ``peak_rss_bytes`` (absolute peak)
     and ``peak_extra_bytes`` (peak minus RSS at entry).

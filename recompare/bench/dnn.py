@@ -34,35 +34,42 @@ TARGET_SAMPLED_GROWTH = 2.0
 TARGET_FOLDING = 5.0
 LEAKAGE_FLOOR = 1e-3
 
+
+def _sizes(throughput: tuple[int, int, int], scaling: tuple[int, int, int, int],
+           planted: tuple[int, int, int], mirror: tuple[int, int, int], copies: int,
+           folding_epochs: int | None, accuracy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The sizes of each part at one scale.
+
+    ``throughput``: (users, items, interactions per user); ``scaling``: (small and large
+    catalogue, users, interactions per user); ``planted`` and ``mirror``: (users, items,
+    interactions per user) of the folding data sets (planted has 4 groups; the mirror's
+    source has 1 and ``copies`` copies); ``folding_epochs``: None trains to early stopping.
+    """
+    def shape(users: int, items: int, per_user: int) -> dict[str, int]:
+        return {"n_users": users, "n_items": items, "interactions_per_user": per_user}
+
+    return {
+        "throughput": {"n_users": throughput[0], "n_items": throughput[1],
+                       "per_user": throughput[2], "epochs": 2},
+        "scaling": {"small": scaling[0], "large": scaling[1], "n_users": scaling[2],
+                    "per_user": scaling[3]},
+        "folding": {"planted": {**shape(*planted), "n_groups": 4}, "mirror": shape(*mirror),
+                    "copies": copies, "epochs": folding_epochs},
+        "accuracy": accuracy,
+    }
+
+
 #: scale -> sizes of each part
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "throughput": {"n_users": 1_000, "n_items": 5_000, "per_user": 20, "epochs": 2},
-        "scaling": {"small": 1_000, "large": 100_000, "n_users": 2_000, "per_user": 10},
-        "folding": {"planted": {"n_users": 500, "n_items": 240, "n_groups": 4,
-                                "interactions_per_user": 20},
-                    "mirror": {"n_users": 300, "n_items": 200, "interactions_per_user": 20},
-                    "copies": 3, "epochs": 10},
-        "accuracy": {"bundled": False, "n_users": 800, "n_items": 400},
-    },
-    "small": {
-        "throughput": {"n_users": 4_000, "n_items": 20_000, "per_user": 20, "epochs": 2},
-        "scaling": {"small": 10_000, "large": 1_000_000, "n_users": 10_000, "per_user": 10},
-        "folding": {"planted": {"n_users": 3_000, "n_items": 1_500, "n_groups": 4,
-                                "interactions_per_user": 40},
-                    "mirror": {"n_users": 1_000, "n_items": 800, "interactions_per_user": 50},
-                    "copies": 3, "epochs": None},
-        "accuracy": {"bundled": True},
-    },
-    "full": {
-        "throughput": {"n_users": 8_000, "n_items": 50_000, "per_user": 25, "epochs": 2},
-        "scaling": {"small": 10_000, "large": 1_000_000, "n_users": 50_000, "per_user": 20},
-        "folding": {"planted": {"n_users": 3_000, "n_items": 1_500, "n_groups": 4,
-                                "interactions_per_user": 40},
-                    "mirror": {"n_users": 943, "n_items": 1_682, "interactions_per_user": 106},
-                    "copies": 4, "epochs": None},
-        "accuracy": {"bundled": True},
-    },
+    "tiny": _sizes((1_000, 5_000, 20), (1_000, 100_000, 2_000, 10), (500, 240, 20),
+                   (300, 200, 20), copies=3, folding_epochs=10,
+                   accuracy={"bundled": False, "n_users": 800, "n_items": 400}),
+    "small": _sizes((4_000, 20_000, 20), (10_000, 1_000_000, 10_000, 10), (3_000, 1_500, 40),
+                    (1_000, 800, 50), copies=3, folding_epochs=None,
+                    accuracy={"bundled": True}),
+    "full": _sizes((8_000, 50_000, 25), (10_000, 1_000_000, 50_000, 20), (3_000, 1_500, 40),
+                   (943, 1_682, 106), copies=4, folding_epochs=None,
+                   accuracy={"bundled": True}),
 }
 #: the full softmax at the large catalogue runs at most this many batches, then extrapolates
 FULL_SOFTMAX_MAX_BATCHES = 3
@@ -116,7 +123,7 @@ def _throughput(sizes: dict, threads: int, seed: int, say) -> dict:
     say(f"full softmax throughput: {ds.n_users} users x {ds.n_items} items")
     size = 2048 if sizes["n_items"] >= 20_000 else 1024
     peak_before = _peak_gflops(size)
-    model = SoftmaxDNN(loss="full", epochs=sizes["epochs"], batch_size=512, patience=0,
+    model = SoftmaxDNN(loss="full", epochs=sizes["epochs"], batch_size=512, patience=None,
                        validation_fraction=0.0, threads=threads, random_state=seed).fit(ds)
     peak_after = _peak_gflops(size)
     peak = max(peak_before[0], peak_after[0])
@@ -159,7 +166,7 @@ def _epoch_seconds(ds, loss: str, threads: int, seed: int, max_batches: int | No
     # an extrapolated (slow) run measures its second epoch only
     model = SoftmaxDNN(loss=loss, negatives="uniform", epochs=2 if extrapolated else 3,
                        batch_size=batch_size,
-                       patience=0, validation_fraction=0.0, history_dropout=0.0,
+                       patience=None, validation_fraction=0.0, history_dropout=0.0,
                        threads=threads, random_state=seed, features="history").fit(ds)
     later = model.fit_info_["history"][1:]
     seconds = min(h["seconds"] for h in later)
@@ -215,7 +222,7 @@ def _folding_on(ds, epochs: int | None, threads: int, seed: int) -> dict:
     n_negatives = min(256, ds.n_items // 2)
     leak = {}
     for name, params in FOLDING_VARIANTS.items():
-        extra = {} if epochs is None else {"epochs": epochs, "patience": 0}
+        extra = {} if epochs is None else {"epochs": epochs, "patience": None}
         model = SoftmaxDNN(**params, num_negatives=n_negatives, threads=threads,
                            random_state=seed, **extra).fit(ds)
         ev = evaluate(model, ds, "weak", ks=(10, 20), folding=True, score_folding=False)
@@ -352,7 +359,7 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
     dict with ``throughput``, ``scaling``, ``folding``, ``accuracy`` and ``figures``
     (the headline, with targets and whether they were met).
     """
-    import torch
+    from .._threads import torch_threads
 
     if scale not in SIZES:
         raise ValueError(f"unknown scale {scale!r}")
@@ -363,18 +370,24 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
 
     sizes = SIZES[scale]
     load_before = os.getloadavg()[0]
-    old_threads = torch.get_num_threads()
-    threads = threads or old_threads
-    torch.set_num_threads(threads)
-    try:
-        throughput = _throughput(sizes["throughput"], threads, seed, say)
-        scaling = _scaling(sizes["scaling"], threads, seed, say)
-        folding = _folding(sizes["folding"], threads, seed, say)
-        accuracy = _accuracy(sizes["accuracy"], threads, seed, say)
-        versus_als = (_accuracy_vs_als(threads, seed, say) if scale == "full"
+    with torch_threads(threads) as n_threads:
+        throughput = _throughput(sizes["throughput"], n_threads, seed, say)
+        scaling = _scaling(sizes["scaling"], n_threads, seed, say)
+        folding = _folding(sizes["folding"], n_threads, seed, say)
+        accuracy = _accuracy(sizes["accuracy"], n_threads, seed, say)
+        versus_als = (_accuracy_vs_als(n_threads, seed, say) if scale == "full"
                       else {"skipped": "full scale only"})
-    finally:
-        torch.set_num_threads(old_threads)
+    return {"scale": scale, "threads": n_threads, "cpus": os.cpu_count(),
+            # wall times on a shared machine are only as good as its load
+            "load_average": [load_before, os.getloadavg()[0]],
+            "throughput": throughput, "scaling": scaling, "folding": folding,
+            "accuracy": accuracy, "accuracy_vs_als": versus_als,
+            "figures": _figures(throughput, scaling, folding, accuracy, versus_als)}
+
+
+def _figures(throughput: dict, scaling: dict, folding: dict, accuracy: dict,
+             versus_als: dict) -> list[dict]:
+    """The headline figures of the four parts, with targets and whether they were met."""
     growth = f"{scaling['catalogues'][0]:,} -> {scaling['catalogues'][1]:,} items"
     full_note = " (extrapolated)" if any(
         r["full_extrapolated"] for r in scaling["by_catalogue"].values()) else ""
@@ -413,8 +426,4 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
                         "value": round(versus_als["ratio"], 3), "unit": "x",
                         "peer_value": round(versus_als["als_best"]["recall@20"], 4),
                         "target": 0.95, "met": bool(versus_als["ratio"] >= 0.95)})
-    return {"scale": scale, "threads": threads, "cpus": os.cpu_count(),
-            # wall times on a shared machine are only as good as its load
-            "load_average": [load_before, os.getloadavg()[0]],
-            "throughput": throughput, "scaling": scaling, "folding": folding,
-            "accuracy": accuracy, "accuracy_vs_als": versus_als, "figures": figures}
+    return figures

@@ -5,12 +5,13 @@ import click
 
 from ..cli import echo_json, json_option, stderr_console
 
-SUITES = ("wals", "dnn", "eval", "scaling")
+SUITES = ("wals", "dnn", "eval", "scaling", "serving")
 _MODULES = {
     "wals": "recompare.bench.wals",
     "dnn": "recompare.bench.dnn",
     "eval": "recompare.bench.evaluation",
     "scaling": "recompare.bench.scaling",
+    "serving": "recompare.bench.serving",
 }
 
 
@@ -27,13 +28,16 @@ def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
     """Run the scripted benchmarks and report figures as ratios to their peers.
 
     Each benchmark measures recompare and its peer in the same run (implicit for
-    WALS, this machine's matmul for the DNN and for top-k evaluation), because
-    absolute times on a shared machine are noisy while ratios hold.
+    WALS, this machine's matmul for the DNN and for top-k evaluation, this
+    machine's memory bandwidth and exact search for serving), because absolute
+    times on a shared machine are noisy while ratios hold.  `serving` measures
+    approximate search too when faiss is installed (pip install 'recompare[ann]').
 
     \b
     Examples:
       recompare bench all --scale tiny          # every script, in seconds
       recompare bench wals --scale full --json  # the WALS figures against implicit
+      recompare bench serving --scale full      # catalogue sweep up to 10^6 items
     """
     import importlib
     import time

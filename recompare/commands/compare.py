@@ -1,9 +1,64 @@
 """``recompare compare``: the main job, both families on one data set."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from ..cli import echo_json, json_option, seed_option, stderr_console, threads_option
+
+
+def _parse_ks(ks: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in ks.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got '{ks}'",
+                                 param_hint="--k") from None
+
+
+def _progress_callback(progress: Any, task: Any, n_variants: int) -> Callable[[dict], None]:
+    """Render the comparison's progress events on one rich progress bar: a step per
+    trained variant, then evaluation, serving and scaling."""
+    stage_done: set[str] = set()
+
+    def callback(event: dict) -> None:
+        stage = event.get("stage")
+        if stage == "train":
+            progress.update(task, completed=event["index"] - 1,
+                            description=event["message"], detail="")
+        elif stage == "train-progress":
+            bits = []
+            for key in ("epoch", "iteration"):
+                if key in event:
+                    total = event.get("total") or event.get("epochs") or ""
+                    bits.append(f"{key} {event[key]}{'/' + str(total) if total else ''}")
+            for key in ("loss", "objective", "validation_recall"):
+                if isinstance(event.get(key), (int, float)):
+                    bits.append(f"{key} {event[key]:.4g}")
+            progress.update(task, detail=" ".join(bits))
+        else:
+            if stage in ("evaluate", "serve", "scaling") and stage not in stage_done:
+                stage_done.add(stage)
+                progress.update(task, completed=n_variants + len(stage_done) - 1)
+            progress.update(task, description=stage or "", detail=event.get("message", ""))
+
+    return callback
+
+
+def _write_report(output: str, overwrite: bool, results: dict, models: dict,
+                  data: Any) -> int:
+    """Write report.md, results.json and the plots into ``output`` at once; return the
+    number of plots."""
+    from .._atomic import atomic_dir
+    from .._jsonutil import dumps
+    from ..report.comparison import comparison_plots, markdown
+
+    with atomic_dir(output, overwrite=overwrite) as tmp:
+        plots = comparison_plots(results, models, data, tmp)
+        (tmp / "report.md").write_text(markdown(results, plots))
+        (tmp / "results.json").write_text(dumps(results))
+    return len(plots)
 
 
 @click.command("compare")
@@ -18,8 +73,8 @@ from ..cli import echo_json, json_option, seed_option, stderr_console, threads_o
 @seed_option
 @threads_option
 @json_option
-def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: bool, random_state: int,
-            threads: int, as_json: bool) -> None:
+def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: bool,
+            random_state: int, threads: int, as_json: bool) -> None:
     """Answer the MF-vs-DNN question on DATASET with measurements.
 
     Trains WALS and the softmax DNN with their defaults plus their folding
@@ -34,22 +89,16 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
       recompare compare data/planted -o report/
       recompare compare my-data --quick --json > results.json
     """
-    import json
     from pathlib import Path
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import load_dataset
-    from .._atomic import atomic_dir
     from ..compare import default_variants, run_comparison
     from ..errors import RecompareError
     from ..evaluate.metrics import check_ks
 
-    try:
-        k_values = tuple(int(v) for v in ks.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got '{ks}'",
-                                 param_hint="--k") from None
+    k_values = _parse_ks(ks)
     if output and Path(output).exists() and not overwrite:
         raise RecompareError(f"output path {output} already exists; pass --overwrite or "
                              "choose another")
@@ -63,42 +112,14 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
                   TextColumn("{task.fields[detail]}"), console=console,
                   transient=False) as progress:
         task = progress.add_task("compare", total=steps, detail="")
-        stage_done = set()
-
-        def callback(event: dict) -> None:
-            stage = event.get("stage")
-            if stage == "train":
-                progress.update(task, completed=event["index"] - 1,
-                                description=event["message"], detail="")
-            elif stage == "train-progress":
-                bits = []
-                for key in ("epoch", "iteration"):
-                    if key in event:
-                        total = event.get("total") or event.get("epochs") or ""
-                        bits.append(f"{key} {event[key]}{'/' + str(total) if total else ''}")
-                for key in ("loss", "objective", "validation_recall"):
-                    if isinstance(event.get(key), (int, float)):
-                        bits.append(f"{key} {event[key]:.4g}")
-                progress.update(task, detail=" ".join(bits))
-            else:
-                if stage in ("evaluate", "serve", "scaling") and stage not in stage_done:
-                    stage_done.add(stage)
-                    progress.update(task, completed=len(variants) + len(stage_done) - 1)
-                progress.update(task, description=stage or "", detail=event.get("message", ""))
-
-        results, models = run_comparison(data, quick=quick, ks=k_values, seed=random_state,
-                                         threads=threads, variants=variants,
-                                         callback=callback, return_models=True)
+        results, models = run_comparison(
+            data, quick=quick, ks=k_values, seed=random_state, threads=threads,
+            variants=variants, callback=_progress_callback(progress, task, len(variants)),
+            return_models=True)
         progress.update(task, completed=steps, description="done", detail="")
     if output:
-        with atomic_dir(output, overwrite=overwrite) as tmp:
-            from ..report.comparison import comparison_plots, markdown
-
-            plots = comparison_plots(results, models, data, tmp)
-
-            (tmp / "report.md").write_text(markdown(results, plots))
-            (tmp / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-        console.log(f"wrote {output}/report.md, results.json and {len(plots)} plots")
+        n_plots = _write_report(output, overwrite, results, models, data)
+        console.log(f"wrote {output}/report.md, results.json and {n_plots} plots")
     if as_json:
         echo_json(results)
     else:

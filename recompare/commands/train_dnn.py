@@ -11,6 +11,7 @@ import click
 
 from ..cli import (
     echo_json,
+    estimator_defaults,
     json_option,
     seed_option,
     stderr_console,
@@ -19,75 +20,83 @@ from ..cli import (
 )
 from ..errors import RecompareError
 
+#: option defaults: the estimator's own (read from its source; torch is not imported)
+DEFAULTS = estimator_defaults("recompare.models.softmax", "SoftmaxDNN")
+
+
+def _hidden_text(hidden: tuple[int, ...]) -> str:
+    """(600, 200) -> ``"600,200"``; () -> ``"none"`` (the spelling --hidden reads)."""
+    return ",".join(str(size) for size in hidden) or "none"
+
+
+def _option(*decls: str, param: str, **kwargs):
+    """A click option whose default is the estimator's default of ``param``."""
+    return click.option(*decls, default=DEFAULTS[param], show_default=True, **kwargs)
+
 
 def _tower_options(func):
     """``--dim``, ``--hidden``, ``--activation``."""
-    func = click.option("--activation", type=click.Choice(("relu", "tanh")), default="relu",
-                        show_default=True, help="Activation of the hidden layers.")(func)
-    func = click.option("--hidden", default="256", show_default=True,
+    func = _option("--activation", param="activation", type=click.Choice(("relu", "tanh")),
+                   help="Activation of the hidden layers.")(func)
+    func = click.option("--hidden", default=_hidden_text(DEFAULTS["hidden"]), show_default=True,
                         help="Hidden layer sizes of the query tower, comma separated "
                              "(e.g. 600,200); 'none' for a linear tower.")(func)
-    func = click.option("--dim", type=int, default=64, show_default=True,
-                        help="Embedding dimension of queries and items.")(func)
+    func = _option("--dim", param="dim", type=int,
+                   help="Embedding dimension of queries and items.")(func)
     return func
 
 
 def _input_options(func):
     """``--features``, ``--dropout``, ``--normalize``."""
-    func = click.option("--normalize/--no-normalize", default=False, show_default=True,
-                        help="L2-normalise query and item embeddings; scores are "
-                             "cosine / --temperature.")(func)
-    func = click.option("--temperature", type=float, default=1.0, show_default=True,
-                        help="Temperature of normalised scores (with --normalize).")(func)
-    func = click.option("--dropout", type=float, default=0.0, show_default=True,
-                        help="Dropout after each hidden layer.")(func)
-    func = click.option("--features", default="auto", show_default=True,
-                        help="Query features: history, user, or both (comma separated); "
-                             "auto = history plus user features when the data set has them.")(func)
+    func = _option("--normalize/--no-normalize", param="normalize",
+                   help="L2-normalise query and item embeddings; scores are "
+                        "cosine / --temperature.")(func)
+    func = _option("--temperature", param="temperature", type=float,
+                   help="Temperature of normalised scores (with --normalize).")(func)
+    func = _option("--dropout", param="dropout", type=float,
+                   help="Dropout after each hidden layer.")(func)
+    func = _option("--features", param="features",
+                   help="Query features: history, user, or both (comma separated); "
+                        "auto = history plus user features when the data set has them.")(func)
     return func
 
 
 def _loss_options(func):
     """``--loss``, ``--negatives``, ``--num-negatives``, ``--gravity``."""
-    func = click.option("--gravity", type=float, default=0.0, show_default=True,
-                        help="Gravity coefficient: (1/(M N)) sum <U_i, V_j>^2 over the "
-                             "batch queries and all items.")(func)
-    func = click.option("--num-negatives", type=int, default=256, show_default=True,
-                        help="Negatives per batch (uniform, popularity; per query for hard).")(func)
-    func = click.option("--negatives",
-                        type=click.Choice(("uniform", "popularity", "in-batch", "hard", "none")),
-                        default="uniform", show_default=True,
-                        help="Negatives of the sampled loss; none = positives only "
-                             "(folding-prone). Giving it implies --loss sampled.")(func)
-    func = click.option("--loss", type=click.Choice(("full", "sampled")), default="full",
-                        show_default=True,
-                        help="Exact softmax over all items, or sampled softmax.")(func)
+    func = _option("--gravity", param="gravity", type=float,
+                   help="Gravity coefficient: (1/(M N)) sum <U_i, V_j>^2 over the "
+                        "batch queries and all items.")(func)
+    func = _option("--num-negatives", param="num_negatives", type=int,
+                   help="Negatives per batch (uniform, popularity; per query for hard).")(func)
+    func = _option("--negatives", param="negatives",
+                   type=click.Choice(("uniform", "popularity", "in-batch", "hard", "none")),
+                   help="Negatives of the sampled loss; none = positives only "
+                        "(folding-prone). Giving it implies --loss sampled.")(func)
+    func = _option("--loss", param="loss", type=click.Choice(("full", "sampled")),
+                   help="Exact softmax over all items, or sampled softmax.")(func)
     return func
 
 
 def _training_options(func):
     """``--epochs``, ``--batch-size``, ``--lr``, ``--optimizer``."""
-    func = click.option("--optimizer", type=click.Choice(("adam", "adagrad")), default="adam",
-                        show_default=True,
-                        help="Adam (SparseAdam for sparse embedding rows) or Adagrad.")(func)
-    func = click.option("--lr", type=float, default=3e-3, show_default=True,
-                        help="Learning rate.")(func)
-    func = click.option("--batch-size", type=int, default=128, show_default=True,
-                        help="Users per batch.")(func)
-    func = click.option("--epochs", type=int, default=100, show_default=True,
-                        help="Maximum number of epochs (early stopping may end sooner).")(func)
+    func = _option("--optimizer", param="optimizer", type=click.Choice(("adam", "adagrad")),
+                   help="Adam (SparseAdam for sparse embedding rows) or Adagrad.")(func)
+    func = _option("--lr", param="lr", type=float, help="Learning rate.")(func)
+    func = _option("--batch-size", param="batch_size", type=int,
+                   help="Users per batch.")(func)
+    func = _option("--epochs", param="epochs", type=int,
+                   help="Maximum number of epochs (early stopping may end sooner).")(func)
     return func
 
 
 def _stopping_options(func):
     """``--patience``, ``--validate-on``."""
-    func = click.option("--validate-on", type=click.Choice(("train", "test")), default="train",
-                        show_default=True,
-                        help="train: a slice of training users' items; test: the split's "
-                             "test part (optimistic).")(func)
-    func = click.option("--patience", type=int, default=5, show_default=True,
-                        help="Stop after this many epochs without a better validation "
-                             "recall@20 (0 = train all epochs).")(func)
+    func = _option("--validate-on", param="validate_on", type=click.Choice(("train", "test")),
+                   help="train: a slice of training users' items; test: the split's "
+                        "test part (optimistic).")(func)
+    func = _option("--patience", param="patience", type=click.IntRange(min=0),
+                   help="Stop after this many epochs without a better validation "
+                        "recall@20; 0 = no early stopping (train all epochs).")(func)
     return func
 
 
@@ -184,7 +193,8 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         dim=dim, hidden=hidden_sizes, activation=activation, dropout=dropout,
         features=features, normalize=normalize, temperature=temperature, loss=loss,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
-        batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience,
+        batch_size=batch_size, lr=lr, optimizer=optimizer,
+        patience=patience or None,  # --patience 0: no early stopping
         validate_on=validate_on, random_state=random_state, threads=threads,
     )
     model.check(data)  # bad input fails here, before the progress bar appears

@@ -164,34 +164,34 @@ class RandomEmbeddings(FactorModel, _SavedArrays):
 
     Parameters
     ----------
-    factors : int, default 32
+    dim : int, default 32
         Embedding dimension.
     random_state : int, default 0
         Seed; the same seed gives the same embeddings, also for new users.
 
     Attributes
     ----------
-    user_factors_ : ndarray of shape (n_users, factors), float32
-    item_factors_ : ndarray of shape (n_items, factors), float32
+    user_factors_ : ndarray of shape (n_users, dim), float32
+    item_factors_ : ndarray of shape (n_items, dim), float32
     """
 
     kind: ClassVar[str] = "random"
     protocols: ClassVar[frozenset[str]] = frozenset({"weak", "strong", "cold"})
     _array_names = ("user_factors_", "item_factors_")
 
-    def __init__(self, factors: int = 32, random_state: int = 0) -> None:
-        self.factors = factors
+    def __init__(self, dim: int = 32, random_state: int = 0) -> None:
+        self.dim = dim
         self.random_state = random_state
 
     def fit(self, dataset, callback: Callback | None = None) -> RandomEmbeddings:
         """Draw the embeddings from ``random_state``; returns ``self``."""
-        if not isinstance(self.factors, (int, np.integer)) or self.factors <= 0:
-            raise RecompareError(f"factors must be a positive integer, got {self.factors!r}")
+        if not isinstance(self.dim, (int, np.integer)) or self.dim <= 0:
+            raise RecompareError(f"dim must be a positive integer, got {self.dim!r}")
         rng = np.random.default_rng(self.random_state)
-        scale = 1.0 / np.sqrt(self.factors)
-        self.user_factors_ = (rng.standard_normal((dataset.n_users, self.factors)) * scale
+        scale = 1.0 / np.sqrt(self.dim)
+        self.user_factors_ = (rng.standard_normal((dataset.n_users, self.dim)) * scale
                               ).astype(np.float32)
-        self.item_factors_ = (rng.standard_normal((dataset.n_items, self.factors)) * scale
+        self.item_factors_ = (rng.standard_normal((dataset.n_items, self.dim)) * scale
                               ).astype(np.float32)
         self._remember(dataset)
         self.fit_info_ = {}

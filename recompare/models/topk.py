@@ -5,25 +5,34 @@ then lower item index, exactly as a full stable sort of every row would order
 them.  ``-inf`` scores mark excluded items; they come last (lowest index first)
 and only appear when fewer than k items are allowed.
 
-How it stays within a small factor of the bare matrix product: each chunk of
-query rows is multiplied into one reused float32 buffer (torch's BLAS), seen
-items are masked by writing ``-inf`` at their flat positions, and on large
-catalogues the selection runs in two stages (:func:`_select_blocked`): the
-maxima of blocks of 64 items, the k best blocks, then the top k of their items,
-with an exact check that sends tied rows to the full-row path.  On small
-catalogues ``torch.topk`` selects k + 1 candidates per row directly; the
-(k + 1)-th value tells whether a tie straddles the k-th place, and only those
-rows are redone with an exact, still vectorised, selection of the lowest tied
-indices.  torch is imported lazily so that importing this module stays cheap.
+The work is done in named steps:
+
+1. :func:`prepare_items` lays the item embeddings out once (transposed float32,
+   padded to whole blocks).  A server keeps this and answers many queries with it
+   (:func:`topk_prepared`); :func:`topk_dot` prepares and searches in one call.
+2. Each chunk of query rows is multiplied into one reused float32 buffer (torch's
+   BLAS) by :func:`_score_chunk`; seen items are masked by writing ``-inf`` at their
+   flat positions (:func:`_mask_seen`).
+3. The selection: on large catalogues in two stages (:func:`_select_blocked`): the
+   maxima of blocks of 64 items, the k best blocks, then the top k of their items,
+   with an exact check that sends tied rows to the full-row path.  On small
+   catalogues ``torch.topk`` selects k + 1 candidates per row directly
+   (:func:`_select`); the (k + 1)-th value tells whether a tie straddles the k-th
+   place, and only those rows are redone exactly (:func:`_exact_rows`).
+
+torch is imported lazily so that importing this module stays cheap.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .._threads import torch_threads
 from ..errors import RecompareError
 
 #: bytes of one chunk's score block.  Selection reads the block once from memory
@@ -42,6 +51,68 @@ BLOCK = 64
 def default_chunk_size(n_items: int) -> int:
     """Query rows per chunk so that one score block takes about :data:`CHUNK_BYTES`."""
     return int(min(8192, max(64, CHUNK_BYTES // (4 * max(1, n_items)))))
+
+
+@dataclass(frozen=True)
+class PreparedItems:
+    """Item embeddings laid out once for repeated exact top-k.
+
+    Attributes
+    ----------
+    matrix : torch.Tensor of shape (dim, width), float32
+        The transposed item embeddings; columns past ``n_items`` are zero padding
+        up to a whole number of blocks (their scores are set to ``-inf``).
+    n_items : int
+    block : int
+        Items per block of the two-stage selection (0: no padding, no blocks).
+    """
+
+    matrix: Any
+    n_items: int
+    block: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.matrix.numel() * self.matrix.element_size())
+
+
+def prepare_items(items: np.ndarray, block_size: int = BLOCK) -> PreparedItems:
+    """Check and lay out item embeddings once for :func:`topk_prepared`.
+
+    Parameters
+    ----------
+    items : ndarray of shape (n_items, dim)
+    block_size : int
+        Items per block of the two-stage selection; 0 = no blocks.
+
+    Returns
+    -------
+    PreparedItems
+    """
+    import torch
+
+    items = np.asarray(items)
+    if items.ndim != 2:
+        raise RecompareError(f"item embeddings must be 2-d, got shape {items.shape}")
+    block = int(block_size)
+    if block < 0:
+        raise RecompareError(f"block_size must be >= 0, got {block_size}")
+    if not np.isfinite(items).all():
+        raise RecompareError("embeddings contain NaN or infinity; the model diverged")
+    n_items = items.shape[0]
+    # with blocks, the catalogue is padded to whole blocks by zero item vectors
+    width = -(-n_items // block) * block if block else n_items
+    matrix = torch.zeros((items.shape[1], width), dtype=torch.float32)
+    matrix[:, :n_items] = torch.from_numpy(np.ascontiguousarray(items.T, dtype=np.float32))
+    return PreparedItems(matrix=matrix, n_items=n_items, block=block)
 
 
 def topk_dot(
@@ -77,76 +148,120 @@ def topk_dot(
     scores : ndarray of shape (n_queries, k), float32, descending per row
         (-inf where fewer than k items are allowed).
     """
-    queries = np.asarray(queries)
-    items = np.asarray(items)
+    queries, items = np.asarray(queries), np.asarray(items)
     if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
         raise RecompareError(
             f"query embeddings {queries.shape} and item embeddings {items.shape} do not match"
         )
-    n, n_items = queries.shape[0], items.shape[0]
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
-        raise RecompareError(f"k must be a positive integer, got {k!r}")
-    if k > n_items:
-        raise RecompareError(f"k={k} is larger than the catalogue ({n_items} items)")
-    if not (np.isfinite(queries).all() and np.isfinite(items).all()):
+    _check_k(k, items.shape[0])
+    blocked = None if block_size is None else bool(block_size)
+    prepared = prepare_items(items, BLOCK if block_size is None else block_size)
+    return topk_prepared(queries, prepared, k, exclude=exclude, chunk_size=chunk_size,
+                         threads=threads, blocked=blocked)
+
+
+def topk_prepared(
+    queries: np.ndarray,
+    prepared: PreparedItems,
+    k: int,
+    exclude: sp.spmatrix | None = None,
+    chunk_size: int | None = None,
+    threads: int | None = None,
+    blocked: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ``queries`` against items laid out by :func:`prepare_items`.
+
+    Same contract and results as :func:`topk_dot`; ``blocked`` None lets the
+    catalogue size decide whether the two-stage selection pays, False turns it off.
+    """
+    queries = np.asarray(queries)
+    if queries.ndim != 2 or queries.shape[1] != prepared.dim:
+        raise RecompareError(f"query embeddings {queries.shape} and item embeddings "
+                             f"{(prepared.n_items, prepared.dim)} do not match")
+    _check_k(k, prepared.n_items)
+    if not np.isfinite(queries).all():
         raise RecompareError("embeddings contain NaN or infinity; the model diverged")
-    k = int(k)
+    k, n = int(k), queries.shape[0]
     out_ids = np.empty((n, k), dtype=np.int64)
     out_scores = np.empty((n, k), dtype=np.float32)
     if n == 0:
         return out_ids, out_scores
-    indptr = indices = None
-    if exclude is not None:
-        if exclude.shape != (n, n_items):
-            raise RecompareError(
-                f"exclusion matrix has shape {exclude.shape}, expected {(n, n_items)}"
-            )
-        exclude = sp.csr_matrix(exclude)
-        indptr = exclude.indptr.astype(np.int64)
-        indices = exclude.indices.astype(np.int64)
-    chunk = int(chunk_size) if chunk_size else default_chunk_size(n_items)
+    seen = _exclusion(exclude, (n, prepared.n_items))
+    chunk = int(chunk_size) if chunk_size else default_chunk_size(prepared.n_items)
     if chunk <= 0:
         raise RecompareError(f"chunk_size must be positive, got {chunk_size}")
-
-    if block_size is None:
-        block_size = BLOCK if n_items >= BLOCK * (k + 1) * 4 else 0
-    block = int(block_size)
-    if block < 0:
-        raise RecompareError(f"block_size must be >= 0, got {block_size}")
-    if block and -(-n_items // block) <= k + 1:
-        block = 0  # too few blocks for the two-stage selection to skip anything
-    # with blocks, the catalogue is padded to whole blocks by zero item vectors
-    # whose scores are then set to -inf
-    width = -(-n_items // block) * block if block else n_items
+    block = _selection_block(prepared, k, blocked)
 
     import torch
 
-    with _threads(torch, threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-        items_t = torch.zeros((items.shape[1], width), dtype=torch.float32)
-        items_t[:, :n_items] = torch.from_numpy(np.ascontiguousarray(items.T, dtype=np.float32))
-        buffer = torch.empty((min(chunk, n), width), dtype=torch.float32)
-        n_candidates = min(k + 1, n_items)
+        buffer = torch.empty((min(chunk, n), prepared.width), dtype=torch.float32)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            padded = buffer[: stop - start]
-            torch.mm(q_all[start:stop], items_t, out=padded)
-            if width > n_items:
-                padded[:, n_items:] = float("-inf")
-            if indptr is not None and indptr[stop] > indptr[start]:
-                counts = np.diff(indptr[start: stop + 1])
-                rows = np.repeat(np.arange(stop - start, dtype=np.int64), counts)
-                flat = rows * width + indices[indptr[start]: indptr[stop]]
-                padded.view(-1).index_fill_(0, torch.from_numpy(flat), float("-inf"))
-            scores = padded[:, :n_items]
+            padded = _score_chunk(q_all[start:stop], prepared, buffer[: stop - start])
+            if seen is not None:
+                _mask_seen(torch, padded, seen, start, stop)
+            scores = padded[:, : prepared.n_items]
             if block:
                 vals, ids = _select_blocked(torch, padded, scores, k, block)
             else:
-                vals, ids = _select(torch, scores, k, n_candidates)
+                vals, ids = _select(torch, scores, k, min(k + 1, prepared.n_items))
             out_ids[start:stop] = ids
             out_scores[start:stop] = vals
     return out_ids, out_scores
 
+
+def _check_k(k: Any, n_items: int) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+        raise RecompareError(f"k must be a positive integer, got {k!r}")
+    if k > n_items:
+        raise RecompareError(f"k={k} is larger than the catalogue ({n_items} items)")
+
+
+def _exclusion(exclude: sp.spmatrix | None, shape: tuple[int, int]
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The exclusion matrix as int64 (indptr, indices), checked against ``shape``."""
+    if exclude is None:
+        return None
+    if exclude.shape != shape:
+        raise RecompareError(f"exclusion matrix has shape {exclude.shape}, expected {shape}")
+    exclude = sp.csr_matrix(exclude)
+    return exclude.indptr.astype(np.int64), exclude.indices.astype(np.int64)
+
+
+def _selection_block(prepared: PreparedItems, k: int, blocked: bool | None) -> int:
+    """Items per block for the two-stage selection of top-k, 0 for the plain path."""
+    block = prepared.block
+    if not block or blocked is False:
+        return 0
+    if blocked is None and prepared.n_items < block * (k + 1) * 4:
+        return 0  # small catalogue: one torch.topk per row is cheaper
+    if -(-prepared.n_items // block) <= k + 1:
+        return 0  # too few blocks for the two-stage selection to skip anything
+    return block
+
+
+def _score_chunk(queries, prepared: PreparedItems, out):
+    """``queries @ items.T`` into ``out`` (rows x width); padding columns get -inf."""
+    import torch
+
+    torch.mm(queries, prepared.matrix, out=out)
+    if prepared.width > prepared.n_items:
+        out[:, prepared.n_items:] = float("-inf")
+    return out
+
+
+def _mask_seen(torch, padded, seen: tuple[np.ndarray, np.ndarray], start: int, stop: int
+               ) -> None:
+    """Write -inf at the seen items of query rows ``start:stop`` (in place)."""
+    indptr, indices = seen
+    if indptr[stop] <= indptr[start]:
+        return
+    counts = np.diff(indptr[start: stop + 1])
+    rows = np.repeat(np.arange(stop - start, dtype=np.int64), counts)
+    flat = rows * padded.shape[1] + indices[indptr[start]: indptr[stop]]
+    padded.view(-1).index_fill_(0, torch.from_numpy(flat), float("-inf"))
 
 def _select_blocked(torch, padded, scores, k: int, block: int
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -166,8 +281,11 @@ def _select_blocked(torch, padded, scores, k: int, block: int
     maxima = blocks.amax(dim=2)
     top_max, top_blocks = torch.topk(maxima, k + 1, dim=1, sorted=True)
     chosen = top_blocks[:, :k]
-    candidates = torch.gather(blocks, 1, chosen.unsqueeze(2).expand(-1, -1, block))
-    candidates = candidates.reshape(n_rows, k * block)
+    # whole blocks copied by row index of the (rows x blocks, block) view: a third of
+    # the cost of an element-wise gather with an expanded index
+    flat = chosen + torch.arange(n_rows).unsqueeze(1) * (width // block)
+    candidates = padded.view(-1, block).index_select(0, flat.flatten())
+    candidates = candidates.view(n_rows, k * block)
     n_candidates = min(k + 1, k * block)
     vals, pos = torch.topk(candidates, n_candidates, dim=1, sorted=True)
     ids = torch.gather(chosen, 1, pos // block) * block + pos % block
@@ -239,14 +357,139 @@ def _row_lexsort(vals: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.take_along_axis(by_id, by_score, 1)
 
 
-@contextlib.contextmanager
-def _threads(torch, threads: int | None) -> Iterator[None]:
-    if not threads:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
+# ------------------------------------------------------- approximate (optional faiss)
+#: what to install for approximate serving; named in the error when faiss is missing
+ANN_EXTRA = "recompare[ann]"
+
+
+def _faiss():
+    """The faiss module, or a one-line error naming the extra to install."""
+    try:
+        import faiss
+    except ImportError:
+        raise RecompareError(
+            f"approximate top-k needs faiss: pip install '{ANN_EXTRA}' (or faiss-cpu)"
+        ) from None
+    return faiss
+
+
+def ann_available() -> bool:
+    """Whether faiss can be imported (approximate top-k is an optional extra)."""
+    try:
+        _faiss()
+    except RecompareError:
+        return False
+    return True
+
+
+@contextmanager
+def faiss_threads(threads: int | None) -> Iterator[None]:
+    """faiss's OpenMP thread count set to ``threads`` for the body, then restored."""
+    faiss = _faiss()
+    previous = faiss.omp_get_max_threads()
+    if threads:
+        faiss.omp_set_num_threads(int(threads))
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        faiss.omp_set_num_threads(previous)
+
+
+@dataclass
+class AnnIndex:
+    """An inverted-file (IVF-Flat, inner product) index over item embeddings.
+
+    Attributes
+    ----------
+    index : faiss.IndexIVFFlat
+    n_items, n_lists : int
+    n_probe : int
+        Lists scanned per query, chosen on validation queries by :func:`build_ann_index`.
+    validation_recall : float
+        Recall@k against exact top-k on those validation queries at ``n_probe``.
+    """
+
+    index: Any
+    n_items: int
+    n_lists: int
+    n_probe: int
+    validation_recall: float
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored vectors, ids and centroids (faiss's own overhead aside)."""
+        dim = self.index.d
+        return int(self.n_items * (dim * 4 + 8) + self.n_lists * dim * 4)
+
+
+def build_ann_index(items: np.ndarray, validation_queries: np.ndarray, k: int = 10,
+                    target_recall: float = 0.95, seed: int = 0,
+                    threads: int | None = None) -> AnnIndex:
+    """Train an IVF index on ``items`` and pick the fewest lists to probe that reach
+    ``target_recall`` (recall@k against exact top-k) on ``validation_queries``.
+
+    About ``2 sqrt(n_items)`` lists (at least 39 training points per list, faiss's
+    minimum); k-means trains on at most 64 points per list, sampled with ``seed``.
+    Queries used to time or score the index must be different ones (select on
+    validation, report on test).
+    """
+    faiss = _faiss()
+    items = np.ascontiguousarray(items, dtype=np.float32)
+    n_items, dim = items.shape
+    _check_k(k, n_items)
+    n_lists = int(max(1, min(round(2 * np.sqrt(n_items)), n_items // 39)))
+    rng = np.random.default_rng(seed)
+    train_rows = np.sort(rng.choice(n_items, size=min(n_items, 64 * n_lists), replace=False))
+    with faiss_threads(threads):
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = int(seed)
+        index.cp.niter = 10  # enough for routing; halves the build of 10^6 items
+        index.train(items[train_rows])
+        index.add(items)
+        exact, _ = topk_dot(validation_queries, items, k)
+        n_probe, recall = 1, 0.0
+        while True:
+            index.nprobe = n_probe
+            _, found = index.search(np.ascontiguousarray(validation_queries, np.float32), k)
+            recall = recall_against(found, exact)
+            if recall >= target_recall or n_probe >= n_lists:
+                break
+            n_probe = min(n_lists, n_probe * 2)
+    return AnnIndex(index=index, n_items=n_items, n_lists=n_lists, n_probe=n_probe,
+                    validation_recall=recall)
+
+
+def ann_search(ann: AnnIndex, queries: np.ndarray, k: int,
+               exclude: sp.spmatrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate top-k of ``queries`` from ``ann``, seen items (``exclude``) removed.
+
+    Seen items are removed by asking the index for k + (most seen in a row)
+    candidates; rows left with fewer than k are padded with id -1 and score -inf.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    _check_k(k, ann.n_items)
+    seen = _exclusion(exclude, (len(queries), ann.n_items))
+    extra = int(np.diff(seen[0]).max()) if seen is not None and len(queries) else 0
+    wanted = min(ann.n_items, int(k) + extra)
+    ann.index.nprobe = ann.n_probe
+    scores, ids = ann.index.search(queries, wanted)
+    if seen is None:
+        return ids[:, :k].astype(np.int64), scores[:, :k]
+    out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    indptr, indices = seen
+    for row in range(len(queries)):
+        keep = ~np.isin(ids[row], indices[indptr[row]: indptr[row + 1]]) & (ids[row] >= 0)
+        picked = np.flatnonzero(keep)[:k]
+        out_ids[row, : len(picked)] = ids[row, picked]
+        out_scores[row, : len(picked)] = scores[row, picked]
+    return out_ids, out_scores
+
+
+def recall_against(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of each row of ``exact`` ids that ``found`` contains (recall@k)."""
+    if not len(exact):
+        return 1.0
+    hits = sum(len(np.intersect1d(f[f >= 0], e)) for f, e in zip(found, exact))
+    return float(hits / exact.size)

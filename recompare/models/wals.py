@@ -64,7 +64,7 @@ import scipy.sparse as sp
 from .._atomic import atomic_dir
 from .._jsonutil import json_default
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, FactorModel, read_model_json
+from .base import MODEL_FILE, Callback, FactorModel, n_new_users, read_model_json
 from .wals_cold import ColdStart, cold_embeddings, fit_cold_start
 from .wals_params import item_weight_vector, validate
 
@@ -337,7 +337,7 @@ class WALS(FactorModel):
         ndarray of shape (n_new, k)
         """
         self._check_fitted()
-        n_new = _n_new(history, features)
+        n_new = n_new_users(history, features)
         out = np.empty((n_new, self.user_factors_.shape[1]), dtype=np.float32)
         has_history = np.zeros(n_new, dtype=bool)
         if history is not None:
@@ -484,12 +484,3 @@ def validation_recall(user_factors: np.ndarray, item_factors: np.ndarray,
     ids, scores = topk_dot(user_factors[users], item_factors, k, exclude=train[users])
     result = accuracy(ids, validation[users], [k], valid=np.isfinite(scores))
     return result["metrics"][f"recall_norm@{k}"]
-
-
-def _n_new(history, features) -> int:
-    if history is None and features is None:
-        raise RecompareError("embed_new_users needs a history matrix or a features frame")
-    if history is not None and features is not None and history.shape[0] != len(features):
-        raise RecompareError(
-            f"history has {history.shape[0]} rows but features {len(features)} rows")
-    return history.shape[0] if history is not None else len(features)

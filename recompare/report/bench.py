@@ -1,12 +1,13 @@
 """Render benchmark results: a rich table, Markdown, and ``bench.json``."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_dir
+from .._jsonutil import dumps
+from .formatting import fmt
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -22,15 +23,7 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.3g}"
-        return f"{value:.4g}"
-    return str(value)
+    return fmt(value, 4, significant=True, missing="None")
 
 
 def headline(suite: dict) -> list[tuple[str, Any]]:
@@ -88,7 +81,7 @@ def bench_markdown(results: dict) -> str:
 def write_bench_outputs(results: dict, directory: str | Path) -> None:
     """Write ``bench.json`` and ``bench.md`` into ``directory`` (replaced atomically)."""
     with atomic_dir(directory, overwrite=True) as tmp:
-        (tmp / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        (tmp / "bench.json").write_text(dumps(results))
         extra = ""
         scaling = results.get("suites", {}).get("scaling")
         if scaling and scaling.get("sweeps"):

@@ -1,7 +1,7 @@
 """Render a comparison (``recompare compare``): rich tables, Markdown, JSON."""
 from __future__ import annotations
 
-from .tables import fmt
+from .formatting import fmt
 
 
 def model_rows(results: dict, k: int = 20) -> list[dict]:

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..evaluate.metrics import METRICS
-from .tables import fmt
+from .formatting import fmt
+from .tables import succeeded
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -54,8 +55,29 @@ def markdown_report(
     )
     parts.append("")
     parts.append("## Accuracy")
+    parts += _accuracy_section(results)
+    if "accuracy" in plots:
+        parts += ["", f"![accuracy at k]({link(plots['accuracy'])})"]
+    if results.get("folding"):
+        parts += ["", "## Folding", "",
+                  ("leakage@k: share of top-k items outside the query's group; excess: minus "
+                  "the cross-group share of the held-out interactions (real cross-group "
+                  "taste); spurious@k: cross-group items no user of the query's group ever "
+                  "touched; folding_auc: chance that a cross-group item outscores an in-group "
+                  "item (0.5 = groups not separated).")]
+        parts += _folding_section(results, top)
+        for key, caption in (("folding_map", "folding map"), ("leakage", "leakage at k"),
+                             ("recall_vs_leakage", "recall against leakage")):
+            if key in plots:
+                parts += ["", f"![{caption}]({link(plots[key])})"]
+    return "\n".join(parts) + "\n"
+
+
+def _accuracy_section(results: dict) -> list[str]:
+    """Per protocol: every accuracy metric at every k, query counts, unsupported models."""
+    lines: list[str] = []
     for protocol in results["protocols"]:
-        parts += ["", f"### Protocol `{protocol}`", ""]
+        lines += ["", f"### Protocol `{protocol}`", ""]
         header = ["model", "k"] + list(METRICS)
         rows = []
         notes = []
@@ -67,62 +89,54 @@ def markdown_report(
                 continue
             for k in results["ks"]:
                 rows.append([name, str(k)] + [fmt(res["metrics"][f"{m}@{k}"]) for m in METRICS])
-        parts.append(_table(header, rows))
-        counts = {(e["protocols"][protocol]["n_queries"], e["protocols"][protocol]["n_skipped"])
-                  for e in results["models"].values()
-                  if e["protocols"].get(protocol, {}).get("status") == "ok"}
+        lines.append(_table(header, rows))
+        counts = {(res["n_queries"], res["n_skipped"])
+                  for res in succeeded(results, protocol).values()}
         if counts:
-            parts += ["", "; ".join(f"{n:,} queries evaluated, {s:,} skipped (no held-out "
+            lines += ["", "; ".join(f"{n:,} queries evaluated, {s:,} skipped (no held-out "
                                     "items)" for n, s in sorted(counts)) + "."]
         if notes:
-            parts += ["", "Not supported:", *notes]
-    if "accuracy" in plots:
-        parts += ["", f"![accuracy at k]({link(plots['accuracy'])})"]
-    if results.get("folding"):
-        parts += ["", "## Folding", "",
-                  ("leakage@k: share of top-k items outside the query's group; excess: minus "
-                  "the cross-group share of the held-out interactions (real cross-group "
-                  "taste); spurious@k: cross-group items no user of the query's group ever "
-                  "touched; folding_auc: chance that a cross-group item outscores an in-group "
-                  "item (0.5 = groups not separated).")]
-        ks = results["ks"]
-        for protocol in results["protocols"]:
-            ok = {m: e["protocols"][protocol] for m, e in results["models"].items()
-                  if e["protocols"].get(protocol, {}).get("status") == "ok"}
-            if not ok:
+            lines += ["", "Not supported:", *notes]
+    return lines
+
+
+def _folding_section(results: dict, top: int) -> list[str]:
+    """Per protocol: leakage against the held-out truth, the group confusion and the
+    most spurious recommendations of each model."""
+    lines: list[str] = []
+    ks = results["ks"]
+    for protocol in results["protocols"]:
+        ok = succeeded(results, protocol)
+        if not ok:
+            continue
+        lines += ["", f"### Protocol `{protocol}`", ""]
+        header = (["model"] + [f"leakage@{k}" for k in ks] + [f"excess@{k}" for k in ks]
+                  + [f"spurious@{ks[0]}", "folding_auc"])
+        rows = []
+        truth = None
+        for name, res in ok.items():
+            f = res["folding"]
+            truth = f["ground_truth_cross_share"]
+            rows.append([name] + [fmt(f[f"leakage@{k}"]) for k in ks]
+                        + [fmt(f[f"excess_leakage@{k}"]) for k in ks]
+                        + [fmt(f[f"spurious@{ks[0]}"]), fmt(f.get("folding_auc"))])
+        rows.append(["*held-out truth*"] + [fmt(truth)] * len(ks) + ["0.0000"] * len(ks)
+                    + ["-", "-"])
+        lines.append(_table(header, rows))
+        lines += ["", _confusion_md(ok, results, ks[0])]
+        for name, res in ok.items():
+            worst = res["folding"]["spurious"][:top]
+            if not worst:
                 continue
-            parts += ["", f"### Protocol `{protocol}`", ""]
-            header = (["model"] + [f"leakage@{k}" for k in ks] + [f"excess@{k}" for k in ks]
-                      + [f"spurious@{ks[0]}", "folding_auc"])
-            rows = []
-            truth = None
-            for name, res in ok.items():
-                f = res["folding"]
-                truth = f["ground_truth_cross_share"]
-                rows.append([name] + [fmt(f[f"leakage@{k}"]) for k in ks]
-                            + [fmt(f[f"excess_leakage@{k}"]) for k in ks]
-                            + [fmt(f[f"spurious@{ks[0]}"]), fmt(f.get("folding_auc"))])
-            rows.append(["*held-out truth*"] + [fmt(truth)] * len(ks) + ["0.0000"] * len(ks)
-                        + ["-", "-"])
-            parts.append(_table(header, rows))
-            parts += ["", _confusion_md(ok, results, ks[0])]
-            for name, res in ok.items():
-                worst = res["folding"]["spurious"][:top]
-                if not worst:
-                    continue
-                parts += ["", f"Most spurious recommendations of `{name}`:", ""]
-                parts.append(_table(
-                    ["query group", "item", "title", "item group", "queries", "best rank",
-                     "mean rank"],
-                    [[_escape(w["query_group_name"]), _escape(w["item_id"]),
-                      _escape(w.get("title") or "-"), _escape(w["item_group_name"]),
-                      str(w["n_queries"]), str(w["best_rank"]), f"{w['mean_rank']:.1f}"]
-                     for w in worst]))
-        for key, caption in (("folding_map", "folding map"), ("leakage", "leakage at k"),
-                             ("recall_vs_leakage", "recall against leakage")):
-            if key in plots:
-                parts += ["", f"![{caption}]({link(plots[key])})"]
-    return "\n".join(parts) + "\n"
+            lines += ["", f"Most spurious recommendations of `{name}`:", ""]
+            lines.append(_table(
+                ["query group", "item", "title", "item group", "queries", "best rank",
+                 "mean rank"],
+                [[_escape(w["query_group_name"]), _escape(w["item_id"]),
+                  _escape(w.get("title") or "-"), _escape(w["item_group_name"]),
+                  str(w["n_queries"]), str(w["best_rank"]), f"{w['mean_rank']:.1f}"]
+                 for w in worst]))
+    return lines
 
 
 def _confusion_md(ok: dict, results: dict, k: int) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._atomic import atomic_dir, atomic_file
 from ..errors import RecompareError
+from .tables import succeeded
 
 #: queries and items drawn per model in the folding map (a seeded subsample)
 MAP_POINTS = 600
@@ -220,8 +221,7 @@ def accuracy_plot(results: dict):
 
 
 def _ok(results: dict, protocol: str) -> bool:
-    return any(e["protocols"].get(protocol, {}).get("status") == "ok"
-               for e in results["models"].values())
+    return bool(succeeded(results, protocol))
 
 
 def figures(results: dict, models: Mapping[str, Any], dataset, seed: int = 0) -> dict:

@@ -6,9 +6,8 @@ nothing here prints.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from ..evaluate.metrics import METRICS
+from .formatting import fmt
 
 #: short column headers for the metric names used in the JSON and docs
 HEADERS = {
@@ -24,13 +23,10 @@ HEADERS = {
 }
 
 
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number as the tables show it; ``-`` for missing values."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+def succeeded(results: dict, protocol: str) -> dict[str, dict]:
+    """The models evaluated under ``protocol``: name -> that protocol's result."""
+    return {name: entry["protocols"][protocol] for name, entry in results["models"].items()
+            if entry["protocols"].get(protocol, {}).get("status") == "ok"}
 
 
 def _best(results: dict, protocol: str, key: str, section: str = "metrics") -> float | None:
@@ -122,8 +118,7 @@ def folding_tables(results: dict, top: int = 5) -> list:
     ks = results["ks"]
     names = results.get("group_names") or []
     for protocol in results["protocols"]:
-        ok = {m: e["protocols"][protocol] for m, e in results["models"].items()
-              if e["protocols"].get(protocol, {}).get("status") == "ok"}
+        ok = succeeded(results, protocol)
         if not ok:
             continue
         table = Table(title=f"Folding ({protocol})", title_justify="left", header_style="bold")

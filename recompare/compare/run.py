@@ -1,0 +1,189 @@
+"""Orchestration: train every variant, evaluate them all, measure their cost, and
+build the comparison table."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import RecompareError
+from .cost import measure_cost, scaling_family, serving_cost, steps_run
+from .results import ComparisonResults, ModelRecord, Scaling
+from .variants import Variant, default_variants, quick_params
+from .verdicts import comparison_table
+
+Callback = Callable[[dict], None]
+
+#: shares of the training interactions the scalability runs train on
+SCALING_FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def _check(dataset: Any) -> None:
+    if dataset.train.nnz == 0:
+        raise RecompareError("the data set has no training interactions")
+    if not dataset.protocols:
+        raise RecompareError(
+            "the data set has no split to evaluate on; prepare it with --split both "
+            "(or random/temporal/users)")
+
+
+def _with_runtime_params(variant: Variant, dataset: Any, threads: int) -> Variant:
+    """The variant with the settings of this run that its model accepts: the thread
+    count, and a number of sampled negatives the catalogue can supply."""
+    from ..models import model_class
+
+    defaults = model_class(variant.kind)().get_params()
+    params = dict(variant.params)
+    if "threads" in defaults:
+        params.setdefault("threads", threads)
+    if params.get("loss") == "sampled":
+        # a small catalogue cannot supply the default number of negatives
+        wanted = params.get("num_negatives", defaults["num_negatives"])
+        params["num_negatives"] = max(1, min(wanted, dataset.n_items // 2))
+    return dataclasses.replace(variant, params=params)
+
+
+def _quick(variant: Variant) -> Variant:
+    return dataclasses.replace(variant, params={**variant.params, **quick_params(variant.kind)})
+
+
+def _train(variant: Variant, dataset: Any, emit: Callback) -> tuple[Any, ModelRecord]:
+    """Fit one variant, forwarding its progress events, and record what it cost."""
+    from ..models import model_class
+
+    model = model_class(variant.kind)(**variant.params)
+
+    def forward(event: dict) -> None:
+        emit({**event, "stage": "train-progress", "model": variant.name,
+              "inner_stage": event.get("stage")})
+
+    with measure_cost() as cost:
+        model.fit(dataset, callback=forward)
+    steps = steps_run(model)
+    record: ModelRecord = {
+        "kind": variant.kind,
+        "role": variant.role,
+        "params": variant.params,
+        "features": list((getattr(model, "fit_info_", {}) or {}).get("features") or []),
+        "training": {
+            "seconds": cost["seconds"],
+            "peak_extra_bytes": int(cost["peak_extra_bytes"]),
+            "steps": steps,
+            "seconds_per_step": cost["seconds"] / max(1, steps or 1),
+        },
+    }
+    return model, record
+
+
+def training_scaling(dataset: Any, variants: list[Variant], quick: bool, seed: int,
+                     emit: Callback) -> Scaling:
+    """Train the two family defaults (roles ``wals`` and ``dnn``) on nested subsamples of
+    the training interactions and fit log-log slopes of time per step and peak memory
+    against nnz."""
+    from ..models import model_class
+
+    order = np.random.default_rng(seed).permutation(dataset.train.nnz)
+    out: Scaling = {"fractions": list(SCALING_FRACTIONS), "families": {}}
+    for variant in variants:
+        if variant.role in ("wals", "dnn"):
+            out["families"][variant.role] = scaling_family(
+                variant.name, model_class(variant.kind), variant.params, dataset,
+                steps=2 if quick else 3, fractions=SCALING_FRACTIONS, order=order, emit=emit)
+    return out
+
+
+def run_comparison(
+    dataset: Any,
+    quick: bool = False,
+    ks: tuple[int, ...] = (10, 20, 50),
+    seed: int = 0,
+    threads: int = 0,
+    variants: list[Variant] | None = None,
+    serving_queries: int = 200,
+    callback: Callback | None = None,
+    return_models: bool = False,
+) -> ComparisonResults | tuple[ComparisonResults, dict[str, Any]]:
+    """Train, evaluate and measure every variant.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        A split data set (at least one evaluation protocol).
+    quick : bool
+        Fewer epochs and sweeps (:func:`~recompare.compare.variants.quick_params`).
+    ks : tuple of int
+        Cut-offs to evaluate; 10 and 20 are always added (the table uses them).
+    seed : int
+        Seed of the default variants, the evaluation and the cost measurements.
+    threads : int
+        Thread count passed to the models that take one (0 = their choice).
+    variants : list of Variant, optional
+        What to train; :func:`~recompare.compare.variants.default_variants` when None.
+        One variant must have role ``wals`` and one role ``dnn``.
+    serving_queries : int
+        Users timed one at a time for the serving latency.
+    callback : callable, optional
+        Receives progress events (dicts with ``stage`` and ``message``).
+    return_models : bool
+        Also return the fitted models by name.
+
+    Returns
+    -------
+    ComparisonResults
+        A JSON-able dict (see :mod:`recompare.compare.results`), and with
+        ``return_models`` a ``(results, models)`` pair.
+    """
+    from ..evaluate.protocols import evaluate_models
+
+    emit = callback or (lambda event: None)
+    _check(dataset)
+    variants = variants or default_variants(quick, seed)
+    ks = tuple(sorted(set(ks) | {10, 20}))
+    _warm_up()
+    runs = [_with_runtime_params(_quick(v) if quick else v, dataset, threads) for v in variants]
+    models: dict[str, Any] = {}
+    info: dict[str, ModelRecord] = {}
+    for number, variant in enumerate(runs, 1):
+        emit({"stage": "train", "model": variant.name, "index": number, "total": len(runs),
+              "message": f"training {variant.name} ({number}/{len(runs)})"})
+        models[variant.name], info[variant.name] = _train(variant, dataset, emit)
+    emit({"stage": "evaluate", "message": "evaluating all models"})
+    evaluation = evaluate_models(models, dataset, "all", ks, folding=dataset.has_groups,
+                                 seed=seed, callback=lambda e: emit({**e, "stage": "evaluate"}))
+    for name, model in models.items():
+        emit({"stage": "serve", "message": f"serving cost of {name}"})
+        info[name]["serving"] = serving_cost(model, dataset, serving_queries, seed)
+    emit({"stage": "scaling", "message": "training scalability"})
+    results: ComparisonResults = {
+        "dataset": {**dataset.info(), "protocols": list(dataset.protocols)},
+        "quick": quick,
+        "seed": seed,
+        "ks": list(ks),
+        "models": info,
+        "evaluation": evaluation,
+        "scaling": training_scaling(
+            dataset, [_with_runtime_params(v, dataset, threads) for v in variants],
+            quick, seed, emit),
+        "table": [],
+    }
+    results["table"] = comparison_table(results)
+    return (results, models) if return_models else results
+
+
+def _warm_up() -> None:
+    """Load torch and its kernels once, so that the first model trained is not
+    charged for the libraries' start-up time and memory."""
+    import warnings
+
+    import torch
+
+    a = torch.ones((64, 64))
+    w = torch.nn.Parameter(torch.ones((64, 64)))
+    optimizer = torch.optim.Adam([w])
+    torch.nn.functional.cross_entropy(a @ w, torch.zeros(64, dtype=torch.long)).backward()
+    optimizer.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch calls its CSR support "beta"
+        torch.sparse.mm(torch.eye(64).to_sparse_csr(), a)

@@ -1,0 +1,325 @@
+"""Per-query serving latency measured as a server runs it, and a noise-aware verdict.
+
+A server answers one request at a time per worker, on a fixed number of threads,
+while its other cores are busy with other requests.  Multi-threaded kernels on a
+single query make the figure measure the scheduler instead (threads waiting for
+each other when the cores are taken), so every model here runs on the same fixed
+thread count (default 1), set through :func:`~recompare._threads.torch_threads` and
+restored afterwards.
+
+Two paths per model, each timed end to end for one query (embedding + top-k):
+
+* ``static``: a known user's query embedding is looked up (``query_embeddings``);
+* ``computed``: the query embedding is computed at query time from the user's
+  history and features (``embed_new_users``): a fold-in solve for WALS, the query
+  tower for the DNN.
+
+Top-k runs against the item embeddings laid out once per model
+(:func:`~recompare.models.topk.prepare_items`), as a server keeps its index in
+memory; with ``ann=True`` each path is also served from an approximate IVF index
+(the optional faiss extra).  Models are measured in interleaved rounds (the order
+rotates every round) so that a burst of load hits every model alike; each round
+gives a p50 and a p99, and the spread of those across rounds is the noise that a
+verdict must exceed (:func:`latency_verdict`).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._threads import torch_threads
+from ..errors import RecompareError
+
+PATHS = ("static", "computed")
+
+#: a verdict needs the slower model at least this many times slower as well as a
+#: difference beyond the spread across rounds: smaller gaps change with the machine
+MIN_RATIO = 1.2
+
+
+@dataclass
+class PathLatency:
+    """Latency of one serving path of one model, in milliseconds per query.
+
+    Attributes
+    ----------
+    p50_ms, p99_ms : float
+        Medians across rounds of each round's p50 and p99.
+    p50_spread_ms, p99_spread_ms : float
+        Max minus min across rounds of each round's p50 and p99 (the noise).
+    rounds_p50_ms, rounds_p99_ms : list of float
+        The per-round figures.
+    queries : int
+        Timed queries per round.
+    threads : int
+        Thread count the queries ran on.
+    recall : float or None
+        Recall@k against exact top-k (approximate index only).
+    """
+
+    p50_ms: float
+    p99_ms: float
+    p50_spread_ms: float
+    p99_spread_ms: float
+    rounds_p50_ms: list[float]
+    rounds_p99_ms: list[float]
+    queries: int
+    threads: int
+    recall: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ModelLatency:
+    """Both paths of one model: ``paths[index][path]`` with index "exact" or "ann".
+
+    ``unsupported[path]`` says why a path could not be served (e.g. a family that
+    cannot embed unseen users).
+    """
+
+    paths: dict[str, dict[str, PathLatency]] = field(default_factory=dict)
+    unsupported: dict[str, str] = field(default_factory=dict)
+    ann: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict:
+        return {"paths": {index: {path: lat.to_dict() for path, lat in paths.items()}
+                          for index, paths in self.paths.items()},
+                "unsupported": dict(self.unsupported), "ann": self.ann}
+
+
+def measure_latency(
+    models: Mapping[str, Any],
+    dataset,
+    n_queries: int = 200,
+    rounds: int = 3,
+    threads: int = 1,
+    k: int = 10,
+    seed: int = 0,
+    ann: bool = False,
+) -> dict[str, ModelLatency]:
+    """Per-query latency of both serving paths of every model, in interleaved rounds.
+
+    Parameters
+    ----------
+    models : mapping of name -> fitted model
+        Each exposes ``query_embeddings``, ``item_embeddings`` and, for the computed
+        path, ``embed_new_users``.
+    dataset : Dataset
+        The data the models were fitted on (``train``, ``user_features``).
+    n_queries : int
+        Training users timed per path per round (the same users for every model).
+    rounds : int
+        At least 3; the spread across rounds is the noise a verdict must exceed.
+    threads : int
+        Threads every query runs on (torch, and faiss with ``ann``); restored after.
+    k : int
+        List length; the user's training items are excluded.
+    seed : int
+        Picks the timed users, and separate users that tune the ANN index.
+    ann : bool
+        Also serve from an IVF index per model (needs the ``recompare[ann]`` extra).
+
+    Returns
+    -------
+    dict of name -> ModelLatency
+    """
+    if rounds < 3:
+        raise RecompareError(f"latency needs at least 3 rounds to estimate noise, got {rounds}")
+    if threads < 1:
+        raise RecompareError(f"threads must be >= 1, got {threads}")
+    users, tuning = _pick_users(dataset.train, n_queries, seed)
+    results = {name: ModelLatency() for name in models}
+    with torch_threads(threads), _ann_threads(ann, threads), _model_threads(models, threads):
+        servers = {name: _Server(model, dataset, k, ann, tuning, seed, threads)
+                   for name, model in models.items()}
+        timings: dict[tuple[str, str, str], list[np.ndarray]] = {}
+        names = list(models)
+        for round_number in range(rounds):
+            shift = round_number % len(names) if names else 0
+            for name in names[shift:] + names[:shift]:
+                server = servers[name]
+                for path in PATHS:
+                    for index in server.indexes:
+                        call = server.call(path, index)
+                        if call is None:
+                            continue
+                        timings.setdefault((name, path, index), []).append(
+                            _time_queries(call, users))
+    for name, server in servers.items():
+        results[name].unsupported = dict(server.unsupported)
+        results[name].ann = server.ann_info
+        for (model, path, index), per_round in timings.items():
+            if model == name:
+                recall = server.recall.get(path) if index == "ann" else None
+                results[name].paths.setdefault(index, {})[path] = _summarise(
+                    per_round, threads, recall)
+    return results
+
+
+def latency_verdict(label_a: str, a: PathLatency | None, label_b: str, b: PathLatency | None,
+                    stat: str = "p50", min_ratio: float = MIN_RATIO) -> dict:
+    """Which of two latencies is lower, only where the gap exceeds the noise.
+
+    A winner needs both: the difference of the medians beyond the sum of the two
+    spreads across rounds, and the slower at least ``min_ratio`` times the faster.
+    Otherwise the verdict is "on par (within noise)".
+
+    Returns
+    -------
+    dict with ``verdict`` (one line), ``winner`` (a label or None) and ``ratio``
+    (slower / faster, or None).
+    """
+    if a is None or b is None:
+        return {"verdict": "not measured for both", "winner": None, "ratio": None}
+    va, vb = getattr(a, f"{stat}_ms"), getattr(b, f"{stat}_ms")
+    noise = getattr(a, f"{stat}_spread_ms") + getattr(b, f"{stat}_spread_ms")
+    fast, slow = (label_a, label_b) if va <= vb else (label_b, label_a)
+    low, high = min(va, vb), max(va, vb)
+    ratio = high / low if low > 0 else float("inf")
+    if high - low <= noise or ratio < min_ratio:
+        return {"verdict": f"on par (within noise): {stat} {va:.3g} vs {vb:.3g} ms, "
+                           f"spread {noise:.2g} ms",
+                "winner": None, "ratio": ratio}
+    return {"verdict": f"{fast} better: {stat} {ratio:.1f}x lower than {slow} "
+                       f"({low:.3g} vs {high:.3g} ms, spread {noise:.2g} ms)",
+            "winner": fast, "ratio": ratio}
+
+
+# ------------------------------------------------------------------ helpers
+class _Server:
+    """One model as a server holds it: item index laid out once, both query paths."""
+
+    def __init__(self, model, dataset, k: int, ann: bool, tuning: np.ndarray, seed: int,
+                 threads: int) -> None:
+        from ..models.topk import prepare_items
+
+        self.model, self.k = model, k
+        self.train, self.features = dataset.train, dataset.user_features
+        items = np.asarray(model.item_embeddings(), dtype=np.float32)
+        self.prepared = prepare_items(items)
+        self.indexes = ["exact"]
+        self.unsupported: dict[str, str] = {}
+        self.recall: dict[str, float] = {}
+        self.ann_info: dict[str, Any] | None = None
+        self.ann = None
+        if ann:
+            from ..models.topk import build_ann_index
+
+            validation = np.asarray(model.query_embeddings(tuning), dtype=np.float32)
+            self.ann = build_ann_index(items, validation, k, seed=seed, threads=threads)
+            self.indexes.append("ann")
+            self.ann_info = {"lists": self.ann.n_lists, "probe": self.ann.n_probe,
+                             "validation_recall": self.ann.validation_recall,
+                             "bytes": self.ann.nbytes}
+        self._check_computed()
+
+    def _check_computed(self) -> None:
+        try:
+            self._embed("computed", int(np.flatnonzero(np.diff(self.train.indptr))[0]))
+        except RecompareError as exc:
+            self.unsupported["computed"] = str(exc)
+
+    def _embed(self, path: str, user: int) -> np.ndarray:
+        if path == "static":
+            return self.model.query_embeddings(np.array([user]))
+        feats = None
+        if self.features is not None:
+            feats = self.features.iloc[[user]].reset_index(drop=True)
+        return self.model.embed_new_users(self.train[[user]], feats)
+
+    def call(self, path: str, index: str) -> Callable[[int], Any] | None:
+        """One query, end to end, for ``user``; None where the path is unsupported."""
+        from ..models.topk import ann_search, topk_prepared
+
+        if path in self.unsupported:
+            return None
+        if index == "exact":
+            return lambda user: topk_prepared(self._embed(path, user), self.prepared, self.k,
+                                              exclude=self.train[[user]])
+        if path not in self.recall:
+            self.recall[path] = self._ann_recall(path)
+        return lambda user: ann_search(self.ann, self._embed(path, user), self.k,
+                                       exclude=self.train[[user]])
+
+    def _ann_recall(self, path: str, n: int = 100) -> float:
+        """Recall@k of the ANN lists against exact ones, on the first ``n`` active users."""
+        from ..models.topk import ann_search, recall_against, topk_prepared
+
+        users = np.flatnonzero(np.diff(self.train.indptr))[:n]
+        found, exact = [], []
+        for user in users:
+            q = self._embed(path, int(user))
+            seen = self.train[[int(user)]]
+            found.append(ann_search(self.ann, q, self.k, exclude=seen)[0])
+            exact.append(topk_prepared(q, self.prepared, self.k, exclude=seen)[0])
+        return recall_against(np.vstack(found), np.vstack(exact))
+
+
+def _pick_users(train, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Timed users and disjoint tuning users (for the ANN index), both active in training."""
+    active = np.flatnonzero(np.diff(train.indptr) > 0)
+    if not len(active):
+        raise RecompareError("no user has training interactions to time queries on")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(active)
+    n = max(1, min(int(n_queries), len(order) // 2 or 1))
+    tuning = order[n:] if len(order) > n else order
+    return np.sort(order[:n]), np.sort(tuning[:1000])
+
+
+def _time_queries(call: Callable[[int], Any], users: np.ndarray, warmup: int = 5
+                  ) -> np.ndarray:
+    """Milliseconds of each call, one user at a time, after a few untimed calls."""
+    for user in users[:warmup]:
+        call(int(user))
+    gc.collect()
+    times = np.empty(len(users))
+    for i, user in enumerate(users):
+        start = time.perf_counter()
+        call(int(user))
+        times[i] = time.perf_counter() - start
+    return times * 1e3
+
+
+def _summarise(per_round: list[np.ndarray], threads: int, recall: float | None
+               ) -> PathLatency:
+    p50 = [float(np.percentile(t, 50)) for t in per_round]
+    p99 = [float(np.percentile(t, 99)) for t in per_round]
+    return PathLatency(
+        p50_ms=float(np.median(p50)), p99_ms=float(np.median(p99)),
+        p50_spread_ms=max(p50) - min(p50), p99_spread_ms=max(p99) - min(p99),
+        rounds_p50_ms=p50, rounds_p99_ms=p99, queries=len(per_round[0]), threads=threads,
+        recall=recall)
+
+
+@contextlib.contextmanager
+def _model_threads(models: Mapping[str, Any], threads: int) -> Iterator[None]:
+    """Families with their own ``threads`` hyperparameter (WALS's fold-in pool) run on
+    ``threads`` during the measurement; the hyperparameter is put back afterwards."""
+    saved = {name: m.threads for name, m in models.items() if hasattr(m, "threads")}
+    try:
+        for name in saved:
+            models[name].threads = threads
+        yield
+    finally:
+        for name, value in saved.items():
+            models[name].threads = value
+
+
+@contextlib.contextmanager
+def _ann_threads(ann: bool, threads: int) -> Iterator[None]:
+    if not ann:
+        yield
+        return
+    from ..models.topk import faiss_threads
+
+    with faiss_threads(threads):
+        yield

@@ -1,0 +1,386 @@
+"""Training steps of the softmax DNN: epochs, batch losses, validation, checkpoints.
+
+:class:`recompare.models.softmax.SoftmaxDNN` strings these together in ``fit``;
+each is a plain function of explicit inputs, so one step can be read (or tested)
+without the others.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .._atomic import atomic_dir
+from .._jsonutil import json_default
+from ..errors import RecompareError
+from .sampling import (
+    MatmulTimer,
+    NegativeSampler,
+    full_softmax_loss,
+    gravity_penalty,
+    mask_accidental_hits,
+    multi_positive_nll,
+    positives_only_loss,
+    sampled_softmax_loss,
+)
+from .tower import Batch, QueryTower, clip_per_row, embed_queries, mask_history
+
+STATE_FILE = "state.pt"
+CHECKPOINT_FILE = "checkpoint.json"
+#: Validation recall is recall@this, normalised by min(k, |held-out|) (``recall_norm``).
+VALIDATION_K = 20
+MAX_VALIDATION_USERS = 2000
+#: Parameters that may change when resuming from a checkpoint.
+RESUMABLE_CHANGES = ("epochs", "patience", "threads")
+
+
+@dataclass
+class FitRun:
+    """What the epochs of one fit share: the tower and its optimisers, the data as the
+    epochs read it, the validation users, and the progress so far."""
+
+    tower: QueryTower
+    optimizers: list[torch.optim.Optimizer]
+    sampler: NegativeSampler
+    matrix: sp.csr_matrix  # training interactions less the validation items
+    active_users: np.ndarray
+    user_cats: np.ndarray
+    user_nums: np.ndarray
+    val_users: np.ndarray
+    val_target: sp.csr_matrix | None
+    timer: MatmulTimer = field(default_factory=MatmulTimer)
+    state: dict = field(default_factory=lambda: {
+        "epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0})
+    history: list[dict] = field(default_factory=list)
+    best_state: dict | None = None
+
+
+def torch_generator(seed: int, stream: int) -> torch.Generator:
+    """An independent torch generator per (seed, stream): epochs replay exactly on resume."""
+    seq = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, stream])
+    return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
+
+
+def torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise RecompareError(f"missing file {path}")
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file must give one clear line
+        raise RecompareError(f"cannot read {path}: {exc}") from None
+
+
+def binary_safe(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Training matrix with non-positive values dropped (they cannot weigh p)."""
+    m = sp.csr_matrix(matrix, dtype=np.float32)
+    if m.nnz and (m.data <= 0).any():
+        m = m.copy()
+        m.data[m.data <= 0] = 0
+        m.eliminate_zeros()
+    m.sort_indices()
+    return m
+
+
+# ------------------------------------------------------------------ validation
+def validation_split(dataset, train: sp.csr_matrix, *, validation_fraction: float,
+                     validate_on: str, early_stopping: bool, random_state: int
+                     ) -> tuple[np.ndarray, sp.csr_matrix | None, sp.csr_matrix]:
+    """Users to validate on, their held-out items, and the matrix to train on.
+
+    ``validate_on="train"`` holds out 20% of the items of a ``validation_fraction``
+    share of the training users with at least 5 items (at most
+    :data:`MAX_VALIDATION_USERS`); ``"test"`` validates on the split's test part and
+    trains on all of ``train``.  Without early stopping and with a zero fraction there
+    is no validation (no users, target None).
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if not early_stopping and validation_fraction == 0:
+        return empty, None, train
+    if validate_on == "test":
+        if dataset.split is None or dataset.split.test is None:
+            return empty, None, train
+        test = dataset.split.test.tocsr()
+        users = np.flatnonzero(np.diff(test.indptr) > 0)
+        rng = np.random.default_rng([random_state, 7])
+        if len(users) > MAX_VALIDATION_USERS:
+            users = np.sort(rng.choice(users, MAX_VALIDATION_USERS, replace=False))
+        return users, test, train
+    if validation_fraction == 0:
+        return empty, None, train
+    rng = np.random.default_rng([random_state, 7])
+    n_per_user = np.diff(train.indptr)
+    eligible = np.flatnonzero(n_per_user >= 5)
+    n_val = min(MAX_VALIDATION_USERS, round(validation_fraction * len(eligible)))
+    if n_val == 0:
+        return empty, None, train
+    users = np.sort(rng.choice(eligible, n_val, replace=False))
+    coo_rows = np.repeat(np.arange(train.shape[0]), n_per_user)
+    chosen = np.zeros(train.shape[0], dtype=bool)
+    chosen[users] = True
+    held = np.zeros(train.nnz, dtype=bool)
+    draws = rng.random(train.nnz)
+    held[chosen[coo_rows]] = draws[chosen[coo_rows]] < 0.2
+    # every validation user holds out at least one item and keeps at least one
+    held = clip_per_row(held, draws, train.indptr, users, low=1, high_offset=1)
+    val = sp.csr_matrix((train.data[held], (coo_rows[held], train.indices[held])),
+                        shape=train.shape)
+    keep = ~held
+    fit_matrix = sp.csr_matrix((train.data[keep], (coo_rows[keep], train.indices[keep])),
+                               shape=train.shape)
+    return users, val, fit_matrix
+
+
+def validation_recall(tower: QueryTower, matrix: sp.csr_matrix, user_cats: np.ndarray,
+                      user_nums: np.ndarray, users: np.ndarray, target: sp.csr_matrix) -> float:
+    """recall_norm@:data:`VALIDATION_K` of ``users`` against their rows of ``target``,
+    the items in ``matrix`` excluded (see :mod:`recompare.evaluate.metrics`)."""
+    from ..evaluate.metrics import accuracy
+    from .topk import topk_dot
+
+    queries = embed_queries(tower, matrix, user_cats, user_nums, users)
+    items = tower.item_matrix().detach().numpy()
+    k = min(VALIDATION_K, matrix.shape[1])
+    ids, _ = topk_dot(queries, items, k, exclude=matrix[users])
+    return accuracy(ids, target[users], (k,))["metrics"][f"recall_norm@{k}"]
+
+
+# ---------------------------------------------------------------------- epochs
+def train_epochs(model, run: FitRun, patience: int | None, fingerprint: str,
+                 checkpoint_dir, emit: Callable[[dict], None]) -> bool:
+    """The epochs after ``run.state["epoch"]``, until ``model.epochs`` or early stopping.
+
+    After each epoch: validation (with a copy of the best weights), a history record,
+    a checkpoint in ``checkpoint_dir`` (when given) and an ``"epoch"`` event.  Returns
+    whether training stopped early (``patience`` epochs without a better validation
+    recall; None: never).
+    """
+    state = run.state
+    for epoch in range(state["epoch"] + 1, model.epochs + 1):
+        if patience and state["bad_epochs"] >= patience:
+            break
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = run_epoch(model, run.tower, run.optimizers, run.sampler, run.matrix,
+                         run.active_users, run.user_cats, run.user_nums, epoch, run.timer, emit)
+        val = _validate_epoch(run, epoch)
+        state["epoch"] = epoch
+        record = {"epoch": epoch, "loss": loss, "validation_recall": val,
+                  "seconds": time.perf_counter() - t0,
+                  "cpu_seconds": time.process_time() - c0}
+        run.history.append(record)
+        if checkpoint_dir is not None:
+            write_checkpoint(checkpoint_dir, run, comparable_params(model), fingerprint)
+        emit({"stage": "epoch", "total": model.epochs, **record,
+              "best_epoch": state["best_epoch"] or None})
+    return bool(patience) and state["bad_epochs"] >= patience
+
+
+def _validate_epoch(run: FitRun, epoch: int) -> float | None:
+    """Validation recall after ``epoch`` (None without validation users); keeps a copy
+    of the best epoch's weights and counts the epochs without improvement."""
+    if not len(run.val_users):
+        return None
+    val = validation_recall(run.tower, run.matrix, run.user_cats, run.user_nums,
+                            run.val_users, run.val_target)
+    if val > run.state["best_score"]:
+        run.state.update(best_score=val, best_epoch=epoch, bad_epochs=0)
+        run.best_state = {k: v.detach().clone() for k, v in run.tower.state_dict().items()}
+    else:
+        run.state["bad_epochs"] += 1
+    return val
+
+
+def make_optimizers(tower: QueryTower, optimizer: str, lr: float,
+                    weight_decay: float) -> list[torch.optim.Optimizer]:
+    """One optimiser for the dense parameters, one for the sparse embedding tables."""
+    dense = [p for n, p in tower.named_parameters() if n not in tower.sparse_names()]
+    sparse = [p for n, p in tower.named_parameters() if n in tower.sparse_names()]
+    out: list[torch.optim.Optimizer] = []
+    if optimizer == "adam":
+        out.append(torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay))
+        if sparse:
+            out.append(torch.optim.SparseAdam(sparse, lr=lr))
+    else:
+        out.append(torch.optim.Adagrad(dense, lr=lr, weight_decay=weight_decay))
+        if sparse:
+            out.append(torch.optim.Adagrad(sparse, lr=lr))
+    return out
+
+
+def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
+              sampler: NegativeSampler, matrix: sp.csr_matrix, active_users: np.ndarray,
+              user_cats: np.ndarray, user_nums: np.ndarray, epoch: int,
+              timer: MatmulTimer | None, emit: Callable[[dict], None]) -> float:
+    """One pass over ``active_users`` in batches; returns the mean loss per user.
+
+    ``model`` is the :class:`~recompare.models.softmax.SoftmaxDNN` whose hyperparameters
+    (``random_state``, ``target_fraction``, ``history_dropout``, ``batch_size``,
+    ``num_negatives``, ``gravity``) drive the epoch; its random streams depend only on
+    ``(random_state, epoch)``, so a resumed fit replays the same epochs.
+    """
+    rng = np.random.default_rng([model.random_state, 1, epoch])
+    gen = torch_generator(model.random_state, 1000 + epoch)
+    inputs, targets = mask_history(matrix, model.target_fraction, model.history_dropout, rng)
+    order = rng.permutation(active_users)
+    tower.train()
+    total, n_rows = 0.0, 0
+    n_batches = math.ceil(len(order) / model.batch_size)
+    report_every = max(1, n_batches // 10)
+    for b in range(n_batches):
+        users = order[b * model.batch_size:(b + 1) * model.batch_size]
+        batch = Batch.build(users, inputs, targets, user_cats, user_nums)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity, timer)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        total += float(loss.detach()) * len(users)
+        n_rows += len(users)
+        if (b + 1) % report_every == 0 and b + 1 < n_batches:
+            emit({"stage": "batch", "epoch": epoch, "batch": b + 1, "batches": n_batches})
+    return total / max(1, n_rows)
+
+
+def batch_loss(tower: QueryTower, batch: Batch, sampler: NegativeSampler,
+               gen: torch.Generator, num_negatives: int, gravity: float,
+               timer: MatmulTimer | None = None) -> torch.Tensor:
+    """The training loss of one batch: the sampler's kind picks the loss
+    (``full``, ``none`` = positives only, ``hard``, or a logQ-corrected sampled softmax),
+    plus ``gravity`` times the gravity penalty."""
+    queries = tower.query(batch, gen)
+    kind = sampler.kind
+    gravity_items = None
+    if kind == "full":
+        items = tower.item_matrix()
+        loss = full_softmax_loss(queries, items, batch.target_rows, batch.target_items,
+                                 batch.target_weights, batch.input_rows, batch.input_items,
+                                 timer=timer)
+        gravity_items = items
+    elif kind == "none":
+        pos = tower.item_rows(batch.target_items)
+        loss = positives_only_loss(queries, pos, batch.target_rows, batch.target_weights,
+                                   len(batch))
+    else:
+        known_rows = torch.cat([batch.target_rows, batch.input_rows])
+        known_items = torch.cat([batch.target_items, batch.input_items])
+        pos = tower.item_rows(batch.target_items)
+        if kind == "hard":
+            pool, pool_log_prob = sampler.sample(gen, batch.target_items)
+            neg = tower.item_rows(pool)
+            neg_logits = queries @ neg.T - pool_log_prob
+            neg_logits = mask_accidental_hits(neg_logits, pool, known_rows, known_items)
+            k = min(num_negatives, len(pool))
+            neg_logits = neg_logits.topk(k, dim=1).values
+            pos_logits = (queries[batch.target_rows] * pos).sum(1)
+            loss = multi_positive_nll(pos_logits, batch.target_rows, batch.target_weights,
+                                      neg_logits)
+        else:
+            cand, cand_log_prob = sampler.sample(gen, batch.target_items)
+            loss = sampled_softmax_loss(queries, pos, tower.item_rows(cand), cand,
+                                        cand_log_prob, batch.target_rows,
+                                        batch.target_weights, known_rows, known_items)
+    if gravity > 0:
+        if gravity_items is None:
+            gravity_items = tower.item_matrix()
+        loss = loss + gravity * gravity_penalty(queries, gravity_items)
+    return loss
+
+
+# ----------------------------------------------------------------- checkpoints
+def comparable_params(model) -> dict:
+    """The parameters a checkpoint must share with the fit that resumes it, as JSON."""
+    return {k: jsonable(v) for k, v in model.get_params().items()
+            if k not in RESUMABLE_CHANGES}
+
+
+def write_checkpoint(path, run: FitRun, params: dict, fingerprint: str) -> None:
+    """Replace the checkpoint directory ``path``: model and optimiser state (torch
+    state dicts, with the best epoch's model when there is one) and, as JSON, the
+    parameters, the data's fingerprint, the progress and the history."""
+    payload = {
+        "model": run.tower.state_dict(),
+        "optimizers": [opt.state_dict() for opt in run.optimizers],
+    }
+    if run.best_state is not None:
+        payload["best_model"] = run.best_state
+    meta = {
+        "format": "recompare-softmax-checkpoint",
+        "params": params,
+        "fingerprint": fingerprint,
+        "state": {k: (None if isinstance(v, float) and math.isinf(v) else v)
+                  for k, v in run.state.items()},
+        "history": run.history,
+    }
+    with atomic_dir(path, overwrite=True) as tmp:
+        torch.save(payload, tmp / STATE_FILE)
+        (tmp / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
+
+
+def resume(path, run: FitRun, params: dict, fingerprint: str) -> None:
+    """Load into ``run`` the weights, optimiser state and progress of the checkpoint
+    ``path``, written by :func:`write_checkpoint`.
+
+    Raises :class:`RecompareError` when ``path`` is no checkpoint, or was written on
+    another data set (``fingerprint``) or with other ``params`` (see
+    :func:`comparable_params`).
+    """
+    root = Path(path)
+    meta_file = root / CHECKPOINT_FILE
+    if not meta_file.is_file():
+        raise RecompareError(f"{root} is not a softmax checkpoint (no {CHECKPOINT_FILE})")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError as exc:
+        raise RecompareError(f"cannot parse {meta_file}: {exc}") from None
+    if meta.get("fingerprint") != fingerprint:
+        raise RecompareError(
+            f"checkpoint {root} was written while training on another data set "
+            f"(fingerprint {meta.get('fingerprint')}, data set {fingerprint})")
+    theirs = meta.get("params", {})
+    differ = sorted(k for k in set(params) | set(theirs) if params.get(k) != theirs.get(k))
+    if differ:
+        raise RecompareError(
+            f"checkpoint {root} was written with different parameters "
+            f"({', '.join(differ)}); only {', '.join(RESUMABLE_CHANGES)} may change")
+    payload = torch_load(root / STATE_FILE)
+    run.tower.load_state_dict(payload["model"])
+    for opt, sd in zip(run.optimizers, payload["optimizers"]):
+        opt.load_state_dict(sd)
+    saved = meta.get("state", {})
+    run.state.update(epoch=int(saved.get("epoch", 0)),
+                     best_score=(-math.inf if saved.get("best_score") is None
+                                 else float(saved["best_score"])),
+                     best_epoch=int(saved.get("best_epoch") or 0),
+                     bad_epochs=int(saved.get("bad_epochs", 0)))
+    run.history.extend(meta.get("history", []))
+    run.best_state = payload.get("best_model")
+
+
+def jsonable(value: Any) -> Any:
+    """Hyperparameters as JSON values (tuples as lists); anything else unchanged."""
+    try:
+        return json_default(value)
+    except TypeError:
+        return value
+
+
+def auto_threads(batch_size: int, dim: int, n_items: int, loss: str, num_negatives: int) -> int:
+    """``threads=0``: 1 for small problems, else 0 (keep torch's setting).
+
+    Below about 0.5 GFLOP of logits work per batch, a second thread buys little, and on
+    a busy machine idle-waiting OpenMP threads make each small operation wait for a
+    time slice (measured here, same fit: 3-6 s on one thread; 3 s or 90 s on two,
+    depending on the other jobs).
+    """
+    per_batch = 6.0 * batch_size * dim * n_items
+    if loss == "sampled":
+        per_batch = 6.0 * batch_size * dim * min(n_items, 4 * num_negatives)
+    return 1 if per_batch < 5e8 else 0
