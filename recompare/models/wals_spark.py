@@ -215,7 +215,7 @@ def spark_session(master: str = DEFAULT_MASTER,
         builder = builder.config(key, str(value))
     try:
         session = builder.getOrCreate()
-    except Exception as exc:  # py4j and pyspark raise many types; one line for all
+    except _spark_errors() as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RecompareError(f"cannot start Spark on {master}: {first}") from None
     context = session.sparkContext
@@ -229,6 +229,14 @@ def spark_session(master: str = DEFAULT_MASTER,
             yield session
         finally:
             session.stop()
+
+
+def _spark_errors() -> tuple[type[BaseException], ...]:
+    """What pyspark raises when the JVM side fails (py4j's and pyspark's own errors)."""
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    return (Py4JError, PySparkException, OSError, RuntimeError)
 
 
 def parse_conf(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -329,7 +337,7 @@ def _run_als(session, train: sp.csr_matrix, ratings: np.ndarray, mapping: SparkM
         fitted = als.fit(frame)
         users = _collect_factors(fitted.userFactors, n_users, mapping.rank)
         items = _collect_factors(fitted.itemFactors, n_items, mapping.rank)
-    except Exception as exc:  # a JVM error arrives as a py4j exception: one line
+    except _spark_errors() as exc:  # a JVM error arrives as a py4j exception: one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RecompareError(f"Spark ALS failed: {first}") from None
     return users, items, time.perf_counter() - start
