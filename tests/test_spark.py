@@ -238,5 +238,5 @@ def test_spark_model_round_trips_and_cli_writes_the_same_model(
     np.testing.assert_allclose(loaded.user_factors_, spark_fit.user_factors_, rtol=1e-5,
                                atol=1e-6)
     assert loaded.fit_info_["engine"] == "spark"
-    evaluated = CliRunner().invoke(cli, ["evaluate", str(out), str(data_dir), "--json"])
+    evaluated = CliRunner().invoke(cli, ["evaluate", str(data_dir), str(out), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
