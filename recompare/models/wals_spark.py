@@ -51,6 +51,7 @@ import scipy.sparse as sp
 
 from ..errors import RecompareError
 from .base import Callback
+from .wals_cold import fit_cold_start
 
 #: what to install for this engine (pyproject's optional extra)
 SPARK_EXTRA = "recompare[spark]"
@@ -296,8 +297,6 @@ def fit_spark(model, dataset, session=None, master: str = DEFAULT_MASTER,
     users, items, seconds = _run_als(session, train, ratings, mapping, blocks)
     model.user_factors_, model.item_factors_ = users, items
     model._remember(dataset)
-    from .wals_cold import fit_cold_start
-
     model._set_cold_start(fit_cold_start(dataset.user_features, users,
                                          np.diff(train.indptr) > 0))
     model.fit_info_ = {"engine": "spark", "spark": _spark_info(session, blocks),
