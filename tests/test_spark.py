@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 
@@ -182,8 +183,11 @@ def session():
         if os.environ.get("RECOMPARE_REQUIRE_SPARK") == "1":
             pytest.fail(f"RECOMPARE_REQUIRE_SPARK=1 but {exc}")
         pytest.skip(str(exc))
+    before = signal.getsignal(signal.SIGINT)
     with wals_spark.spark_session("local[2]") as spark:
         yield spark
+    # the library leaves the process as it found it: pyspark's SIGINT handler is removed
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 @pytest.fixture(scope="module")

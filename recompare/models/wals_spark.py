@@ -39,8 +39,10 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -214,9 +216,12 @@ def spark_session(master: str = DEFAULT_MASTER,
     builder = SparkSession.builder.master(master).appName("recompare")
     for key, value in settings.items():
         builder = builder.config(key, str(value))
+    # pyspark installs its own SIGINT handler (to cancel jobs); it is put back afterwards
+    previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         session = builder.getOrCreate()
     except _spark_errors() as exc:
+        _restore_sigint(previous_sigint)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RecompareError(f"cannot start Spark on {master}: {first}") from None
     context = session.sparkContext
@@ -230,6 +235,12 @@ def spark_session(master: str = DEFAULT_MASTER,
             yield session
         finally:
             session.stop()
+            _restore_sigint(previous_sigint)
+
+
+def _restore_sigint(handler) -> None:
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
 
 
 def _spark_errors() -> tuple[type[BaseException], ...]:
