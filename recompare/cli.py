@@ -70,12 +70,15 @@ def stderr_console():
 
 
 def stdout_console():
-    """Results console; piped output gets 120 columns so tables are not cut."""
-    import sys
+    """Results console: the terminal's width, or ``$COLUMNS`` when set (also when piped);
+    piped output without ``$COLUMNS`` gets 120 columns."""
+    import os
 
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=120)
+    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").strip().isdigit():
+        return Console()  # rich reads $COLUMNS itself
+    return Console(width=120)
 
 
 def echo_json(payload: Any) -> None:
@@ -147,7 +150,8 @@ def threads_option(func):
 def _register() -> None:
     import importlib
 
-    for name in ("data", "train_wals", "train_dnn", "evaluate", "export", "compare", "bench"):
+    for name in ("data", "train_wals", "train_dnn", "evaluate", "recommend", "export", "compare",
+                 "bench"):
         try:
             module = importlib.import_module(f"recompare.commands.{name}")
         except ModuleNotFoundError as exc:

@@ -216,3 +216,27 @@ def test_prepare_with_side_tables_on_the_command_line(tmp_path):
     assert ds.user_groups.tolist() == [1, 0, -1]
     assert list(ds.user_features.columns) == ["age"]
     assert ds.item_info["title"].tolist() == ["X", "Y", "Z"]
+
+
+def test_temporal_global_split_on_the_command_line_and_in_a_comparison(tmp_path):
+    from recompare.compare import Variant, run_comparison
+
+    out = tmp_path / "planted"
+    assert run("data", "synth", str(out), "--users", "300", "--items", "120", "--split",
+               "none").exit_code == 0
+    result = run("data", "split", str(out), str(tmp_path / "tg"), "--split", "temporal-global",
+                 "--cutoff", "0.75", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)["split"]
+    assert info["kind"] == "temporal-global" and info["cutoff_fraction"] == 0.75
+    assert info["test"] > 0 and "weak" in info["protocols"]
+    assert_one_line_error(run("data", "split", str(out), str(tmp_path / "x"), "--split",
+                              "temporal-global"), match="--cutoff")
+    assert_one_line_error(run("data", "split", str(out), str(tmp_path / "y"), "--split",
+                              "temporal-global", "--cutoff", "someday"), match="someday")
+    ds = Dataset.load(tmp_path / "tg")
+    variants = [Variant("WALS", "wals", {"iterations": 2, "factors": 8}, "wals"),
+                Variant("DNN", "softmax", {"epochs": 2, "dim": 8, "hidden": (16,)}, "dnn"),
+                Variant("popularity", "popularity", {}, "baseline")]
+    results = run_comparison(ds, variants=variants, serving_queries=10)
+    assert results["table"] and set(results["models"]) == {"WALS", "DNN", "popularity"}

@@ -313,3 +313,93 @@ def test_log_round_trips_through_the_saved_layout(tmp_path_factory, frame, polic
     assert (loaded.interactions != ds.interactions).nnz == 0
     assert (loaded.timestamps != ds.timestamps).nnz == 0
     assert loaded.meta["options"] == ds.meta["options"]
+
+
+def same_data(a: Dataset, b: Dataset) -> None:
+    assert a.fingerprint == b.fingerprint
+    assert a.users.ids.tolist() == b.users.ids.tolist()
+    assert (a.timestamps is None) == (b.timestamps is None)
+    if a.timestamps is not None:
+        assert (a.timestamps != b.timestamps).nnz == 0
+    assert a.meta["preparation"] == b.meta["preparation"]
+
+
+@pytest.mark.parametrize("policy", ["sum", "max", "last"])
+def test_tiny_chunks_give_the_in_memory_result(tmp_path, policy):
+    rng = np.random.default_rng(4)
+    n = 400
+    users = [f"{u:03d}" if u % 4 else f" u{u} " for u in rng.integers(0, 40, n)]  # 007, " u8 "
+    frame = pd.DataFrame({"user_id": users, "item": rng.integers(0, 25, n),
+                          "rating": rng.integers(0, 6, n) / 1.0,
+                          "date": pd.to_datetime(1.4e9 + rng.integers(0, 10**7, n),
+                                                 unit="s").strftime("%Y-%m-%d %H:%M:%S")})
+    path = tmp_path / "log.csv"
+    frame.to_csv(path, index=False)
+    options = {"duplicates": policy, "min_rating": 2, "min_user_interactions": 3,
+               "min_item_interactions": 2}
+    whole = prepare(path, chunk_rows=None, **options)
+    for chunk_rows in (1, 7, 64):
+        same_data(whole, prepare(path, chunk_rows=chunk_rows, **options))
+    assert "007" in whole.users.ids.tolist() or "006" in whole.users.ids.tolist()
+    assert whole.meta["preparation"]["duplicates_merged"] > 0
+
+
+def test_double_colon_logs_stream_in_chunks(tmp_path, monkeypatch):
+    from recompare.data import readers
+
+    rng = np.random.default_rng(5)
+    lines = [f"{u}::{i}::{rng.integers(1, 6)}::{978300000 + k}"
+             for k, (u, i) in enumerate(zip(rng.integers(1, 30, 300), rng.integers(1, 50, 300)))]
+    root = tmp_path / "ml-10m"
+    root.mkdir()
+    (root / "ratings.dat").write_text("\n".join(lines) + "\n")
+    whole = prepare(root, chunk_rows=None)
+    # tiny translation blocks put a "::" across block boundaries again and again
+    for block in (1, 2, 3, 5):
+        monkeypatch.setattr(readers, "TRANSLATE_BYTES", block)
+        same_data(whole, prepare(root, chunk_rows=11))
+    assert whole.meta["options"]["format"] == "movielens-10m"
+    assert whole.interactions.nnz == len({(ln.split("::")[0], ln.split("::")[1]) for ln in lines})
+
+
+def test_chunked_errors_name_the_file_line(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,rating\n" + "".join(f"u{k},i{k},1\n" for k in range(20))
+                    + "u9,i9,lots\n")
+    with pytest.raises(RecompareError, match="line 22"):
+        prepare(path, chunk_rows=4)
+    with pytest.raises(RecompareError, match="--chunk-rows"):
+        prepare(path, chunk_rows=0)
+
+
+def test_old_and_future_format_versions(tmp_path):
+    import json
+
+    write_ml100k(tmp_path / "ml")
+    ds = prepare(tmp_path / "ml")
+    ds.save(tmp_path / "d")
+    meta_path = tmp_path / "d" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["version"] == 2
+    # version 1 (zlib-compressed matrices) still loads, to the same data
+    import scipy.sparse as sp
+
+    for name in ("interactions", "timestamps"):
+        matrix = sp.load_npz(tmp_path / "d" / f"{name}.npz")
+        sp.save_npz(tmp_path / "d" / f"{name}.npz", matrix, compressed=True)
+    meta_path.write_text(json.dumps({**meta, "version": 1}))
+    assert Dataset.load(tmp_path / "d").fingerprint == ds.fingerprint
+    meta_path.write_text(json.dumps({**meta, "version": 3}))
+    with pytest.raises(RecompareError, match="newer than this recompare reads"):
+        Dataset.load(tmp_path / "d")
+    meta_path.write_text(json.dumps({**meta, "version": 0}))
+    with pytest.raises(RecompareError, match="prepare it again"):
+        Dataset.load(tmp_path / "d")
+
+
+def test_double_colon_with_tabs_is_one_clear_error(tmp_path):
+    root = tmp_path / "ml-10m"
+    root.mkdir()
+    (root / "ratings.dat").write_text("1::10::5::978300760\n2::10::\t4::978301968\n")
+    with pytest.raises(RecompareError, match=r"^\S*ratings.dat: separator '::' with tabs"):
+        prepare(root)

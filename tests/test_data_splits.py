@@ -173,3 +173,63 @@ def test_split_replaces_an_existing_split_and_round_trips(tmp_path):
     assert loaded.fingerprint == out.fingerprint
     assert np.array_equal(loaded.split.heldout_users, out.split.heldout_users)
     assert loaded.protocols == out.protocols
+
+
+def timed(n_users: int = 120, n_items: int = 60, seed: int = 0) -> Dataset:
+    """Planted data with spread-out timestamps (users join over time)."""
+    ds = planted(n_users=n_users, n_items=n_items, seed=seed)
+    stamps = sp.csr_matrix(ds.interactions, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    joined = rng.integers(0, 1000, ds.n_users)
+    rows = np.repeat(np.arange(ds.n_users), np.diff(stamps.indptr))
+    stamps.data = 1_500_000_000 + 3600 * (joined[rows] + rng.integers(0, 400, stamps.nnz))
+    return ds.replace(timestamps=stamps)
+
+
+@pytest.mark.parametrize("cutoff", [0.7, "2017-08-12", 0.3])
+def test_temporal_global_keeps_the_future_out_of_training(cutoff):
+    ds = timed()
+    out = split(ds, "temporal-global", cutoff=cutoff, seed=3)
+    s = out.split
+    when = s.options["cutoff_time"]
+    stamps = ds.timestamps
+    train_times = stamps.multiply(s.train != 0).data
+    assert train_times.size and train_times.max() < when  # no interaction after the cutoff
+    for part in (s.test, s.foldin, s.heldout):
+        assert stamps.multiply(part != 0).data.min(initial=when) >= when
+    assert (sum(parts(out).values()) != ds.interactions).nnz == 0
+    # test users trained before the cutoff; held-out users have no training row at all
+    test_users = np.unique(s.test.nonzero()[0])
+    assert (np.diff(s.train.indptr)[test_users] > 0).all()
+    assert s.train[s.heldout_users].nnz == 0 and len(s.heldout_users) > 0
+    assert set(out.protocols) == {"weak", "strong", "cold"}
+    # a new user folds in its earliest interactions and is judged on the later ones
+    for user in s.heldout_users[:10]:
+        foldin = stamps[user].multiply(s.foldin[user] != 0).data
+        heldout = stamps[user].multiply(s.heldout[user] != 0).data
+        assert heldout.size and (not foldin.size or foldin.max() <= heldout.min())
+    if not isinstance(cutoff, str):
+        share = (stamps.data < when).mean()
+        assert share == pytest.approx(cutoff, abs=0.02)
+    assert split(ds, "temporal-global", cutoff=cutoff, seed=3).fingerprint == out.fingerprint
+
+
+def test_temporal_global_errors():
+    ds = timed()
+    for kwargs in ({"cutoff": None}, {"cutoff": 1.5}, {"cutoff": "not a date"},
+                   {"cutoff": "1990-01-01"}, {"cutoff": "2100-01-01"}):
+        with pytest.raises(RecompareError):
+            split(ds, "temporal-global", **kwargs)
+    with pytest.raises(RecompareError, match="needs timestamps"):
+        split(ds.replace(timestamps=None), "temporal-global", cutoff=0.5)
+    with pytest.raises(RecompareError, match="--cutoff"):
+        split(ds, "random", cutoff=0.5)
+
+
+def test_temporal_global_round_trips(tmp_path):
+    out = split(timed(), "temporal-global", cutoff=0.8)
+    out.save(tmp_path / "d")
+    loaded = Dataset.load(tmp_path / "d")
+    assert loaded.fingerprint == out.fingerprint
+    assert loaded.split.kind == "temporal-global"
+    assert loaded.split.options["cutoff"] == out.split.options["cutoff"]

@@ -25,7 +25,7 @@ def fitted():
     data = split(planted(n_users=200, n_items=120, n_groups=3, interactions_per_user=12,
                          seed=4), kind="both", seed=0)
     models = {
-        "WALS": model_class("wals")(iterations=2, factors=8, threads=2),
+        "WALS": model_class("wals")(iterations=2, dim=8, threads=2),
         "DNN": model_class("softmax")(epochs=1, dim=8, hidden=(16,)),
         "popularity": model_class("popularity")(),
     }

@@ -471,7 +471,7 @@ def test_weighted_pooling_is_a_value_weighted_mean():
     assert not torch.allclose(got[0], mean[0])
 
 
-def test_cli_negatives_imply_the_sampled_loss(tmp_path):
+def test_cli_negatives_need_the_sampled_loss(tmp_path):
     from click.testing import CliRunner
 
     from recompare.cli import main
@@ -483,13 +483,20 @@ def test_cli_negatives_imply_the_sampled_loss(tmp_path):
     data.save(tmp_path / "ds")
     runner = CliRunner()
     result = runner.invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o", str(tmp_path / "m"),
-                                  "--negatives", "none", "--num-negatives", "16",
-                                  "--epochs", "1", "--json"])
+                                  "--loss", "sampled", "--negatives", "none",
+                                  "--num-negatives", "16", "--epochs", "1", "--json"])
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["params"]["loss"] == "sampled" and meta["params"]["negatives"] == "none"
-    result = runner.invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o", str(tmp_path / "m2"),
-                                  "--negatives", "none", "--loss", "full", "--epochs", "1"])
-    assert result.exit_code != 0
-    assert "--loss sampled" in result.output
-    assert not (tmp_path / "m2").exists()
+    # no silent switch of the loss: negatives without --loss sampled are refused
+    for extra in ([], ["--loss", "full"]):
+        for flag, value in (("--negatives", "uniform"), ("--num-negatives", "16")):
+            result = runner.invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o",
+                                          str(tmp_path / "m2"), flag, value, "--epochs", "1",
+                                          *extra])
+            assert result.exit_code == 2, result.output
+            assert f"{flag} applies to the sampled softmax only" in result.output
+            assert "--loss sampled" in result.output
+            assert not (tmp_path / "m2").exists()
+    help_text = runner.invoke(main, ["train-dnn", "--help"], terminal_width=200).output
+    assert "[default: uniform]" not in help_text and "With --loss sampled only" in help_text

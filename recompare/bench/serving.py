@@ -48,13 +48,13 @@ VALIDATION_RECALL = 0.97
 
 
 def model_dim() -> int:
-    """The embedding dimension the trained models use by default (WALS ``factors``,
-    DNN ``dim``; the larger where they differ)."""
+    """The embedding dimension the trained models use by default (``dim`` of both
+    families; the larger where they differ)."""
     from ..models import model_class
 
     dims = []
-    for kind, name in (("wals", "factors"), ("softmax", "dim")):
-        dims.append(int(inspect.signature(model_class(kind)).parameters[name].default))
+    for kind in ("wals", "softmax"):
+        dims.append(int(inspect.signature(model_class(kind)).parameters["dim"].default))
     return max(dims)
 
 

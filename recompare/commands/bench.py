@@ -5,13 +5,14 @@ import click
 
 from ..cli import echo_json, json_option, stderr_console
 
-SUITES = ("wals", "dnn", "eval", "scaling", "serving")
+SUITES = ("wals", "dnn", "eval", "scaling", "serving", "data")
 _MODULES = {
     "wals": "recompare.bench.wals",
     "dnn": "recompare.bench.dnn",
     "eval": "recompare.bench.evaluation",
     "scaling": "recompare.bench.scaling",
     "serving": "recompare.bench.serving",
+    "data": "recompare.bench.data",
     "scale": "recompare.bench.scale",
 }
 #: run only when named: needs the spark extra and a Java runtime

@@ -14,30 +14,50 @@ import click
 from ..cli import echo_json, json_option, seed_option, stderr_console, stdout_console
 from ..errors import RecompareError
 
-SPLIT_CHOICES = ("both", "random", "temporal", "users", "none")
+# the loaders' chunk size, restated so that `--help` does not import pandas
+CHUNK_ROWS = 2_000_000
+
+SPLIT_CHOICES = ("both", "random", "temporal", "temporal-global", "users", "none")
 
 
-def split_options(func):
-    """``--split``, ``--test-fraction``, ``--last-n``."""
-    func = click.option("--last-n", type=click.IntRange(min=1), default=None,
-                        help="Temporal split: hold out each user's last N interactions "
-                             "(instead of --test-fraction).")(func)
-    func = click.option("--test-fraction", type=float, default=0.2, show_default=True,
-                        help="Share of each training user's interactions held out as test.")(func)
-    func = click.option("--split", "split_kind", type=click.Choice(SPLIT_CHOICES),
-                        default="both", show_default=True,
-                        help="random/temporal: per-user holdout; users: held-out users "
-                             "(fold-in + evaluation); both: users + random; none.")(func)
-    return func
+def _bundle(*decorators):
+    """One decorator applying click options in the order listed (as --help shows them)."""
+    def apply(func):
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+    return apply
 
 
-def heldout_options(func):
-    """``--heldout-fraction``, ``--foldin-fraction``."""
-    func = click.option("--foldin-fraction", type=float, default=0.5, show_default=True,
-                        help="Share of a held-out user's interactions a model may fold in.")(func)
-    func = click.option("--heldout-fraction", type=float, default=0.1, show_default=True,
-                        help="Share of users held out of training (users/both splits).")(func)
-    return func
+split_options = _bundle(
+    click.option("--split", "split_kind", type=click.Choice(SPLIT_CHOICES), default="both",
+                 show_default=True,
+                 help="random/temporal: per-user holdout; temporal-global: one cutoff time for "
+                      "all; users: held-out users (fold-in + evaluation); both: users + "
+                      "random; none."),
+    click.option("--test-fraction", type=float, default=0.2, show_default=True,
+                 help="Share of each training user's interactions held out as test."),
+)
+time_split_options = _bundle(
+    click.option("--last-n", type=click.IntRange(min=1), default=None,
+                 help="Temporal split: hold out each user's last N interactions "
+                      "(instead of --test-fraction)."),
+    click.option("--cutoff", default=None,
+                 help="Temporal-global split: a UTC date (2015-01-01) or the share of "
+                      "interactions before it (0.8)."),
+)
+heldout_options = _bundle(
+    click.option("--heldout-fraction", type=float, default=0.1, show_default=True,
+                 help="Share of users held out of training (users/both splits)."),
+    click.option("--foldin-fraction", type=float, default=0.5, show_default=True,
+                 help="Share of a held-out user's interactions a model may fold in."),
+)
+
+
+def all_split_options(func):
+    """Every split option, then ``--seed``, ``--overwrite`` and ``--json``."""
+    return split_options(time_split_options(heldout_options(seed_option(overwrite_option(
+        json_option(func))))))
 
 
 def overwrite_option(func):
@@ -47,14 +67,15 @@ def overwrite_option(func):
 
 @click.group("data")
 def data_group() -> None:
-    """Make, prepare, mirror and inspect data sets (saved as documented directories).
+    """Fetch, make, prepare, mirror and inspect data sets (saved as documented directories).
 
     The layout of a saved data set is described in docs/data-layout.md.
 
     \b
     Examples:
+      recompare data fetch ml-100k downloads
       recompare data synth my-planted --groups 6 --cross-group-rate 0.05
-      recompare data prepare ml-100k/ ml100k
+      recompare data prepare downloads/ml-100k ml100k
       recompare data mirror ml100k ml100k-x2 --copies 2 --cross-rate 0.01
       recompare data info ml100k
     """
@@ -67,14 +88,20 @@ def _check_output(out: str, overwrite: bool) -> None:
                              "--overwrite")
 
 
-def _apply_split(dataset, kind: str, test_fraction: float, last_n: int | None,
-                 heldout_fraction: float, foldin_fraction: float, random_state: int):
-    if kind == "none":
-        return dataset
-    from ..data.splits import split
+def _split_save_report(dataset, out: str, title: str, random_state: int, split_kind: str,
+                       test_fraction: float, last_n: int | None, cutoff: str | None,
+                       heldout_fraction: float, foldin_fraction: float, overwrite: bool,
+                       as_json: bool) -> None:
+    """Split (unless ``none``), save OUT atomically, log it and report the summary."""
+    if split_kind != "none":
+        from ..data.splits import split
 
-    return split(dataset, kind, test_fraction=test_fraction, heldout_fraction=heldout_fraction,
-                 foldin_fraction=foldin_fraction, last_n=last_n, seed=random_state)
+        dataset = split(dataset, split_kind, test_fraction=test_fraction,
+                        heldout_fraction=heldout_fraction, foldin_fraction=foldin_fraction,
+                        last_n=last_n, cutoff=cutoff, seed=random_state)
+    dataset.save(out, overwrite=overwrite)
+    stderr_console().log(f"wrote {out}")
+    _report(dataset, out, as_json, title)
 
 
 def _progress(console) -> Any:
@@ -118,16 +145,11 @@ def _report(dataset, out: str | None, as_json: bool, title: str) -> None:
               show_default=True, help="Share of draws that ignore taste (popularity only).")
 @click.option("--feature-noise", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="Share of users whose group_hint feature is wrong.")
-@split_options
-@heldout_options
-@seed_option
-@overwrite_option
-@json_option
+@all_split_options
 def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_user: float,
           cross_group_rate: float, zipf_exponent: float, n_tastes: int,
           taste_concentration: float, background_share: float, feature_noise: float,
-          split_kind: str, test_fraction: float, last_n: int | None, heldout_fraction: float,
-          foldin_fraction: float, random_state: int, overwrite: bool, as_json: bool) -> None:
+          random_state: int, **options: Any) -> None:
     """Generate planted-group data (groups, Zipf popularity, latent tastes) into OUT.
 
     Users interact mostly with their own group's items; --cross-group-rate of
@@ -143,7 +165,7 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
     """
     from ..data.synth import planted
 
-    _check_output(out, overwrite)
+    _check_output(out, options["overwrite"])
     console = stderr_console()
     with console.status("generating planted data"):
         dataset = planted(n_users=n_users, n_items=n_items, n_groups=n_groups,
@@ -152,11 +174,7 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
                           n_tastes=n_tastes, taste_concentration=taste_concentration,
                           background_share=background_share, feature_noise=feature_noise,
                           seed=random_state)
-        dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
-                               foldin_fraction, random_state)
-        dataset.save(out, overwrite=overwrite)
-    console.log(f"wrote {out}")
-    _report(dataset, out, as_json, f"planted data set {out}")
+        _split_save_report(dataset, out, f"planted data set {out}", random_state, **options)
 
 
 @data_group.command("prepare")
@@ -196,20 +214,17 @@ def synth(out: str, n_users: int, n_items: int, n_groups: int, interactions_per_
               show_default=True, help="k-core: drop users with fewer interactions.")
 @click.option("--min-item-interactions", type=click.IntRange(min=1), default=1,
               show_default=True, help="k-core: drop items with fewer interactions.")
-@split_options
-@heldout_options
-@seed_option
-@overwrite_option
-@json_option
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=CHUNK_ROWS, show_default=True,
+              help="Rows of a delimited log read at a time (bounds memory; same result).")
+@all_split_options
 def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
                     item_col: str | None, value_col: str | None, time_col: str | None,
                     sep: str | None, header: bool | None, items_file: str | None,
                     users_file: str | None, group_col: str | None, user_group_col: str | None,
                     feature_cols: str | None,
                     min_rating: float | None, duplicates: str, min_user_interactions: int,
-                    min_item_interactions: int, split_kind: str, test_fraction: float,
-                    last_n: int | None, heldout_fraction: float, foldin_fraction: float,
-                    random_state: int, overwrite: bool, as_json: bool) -> None:
+                    min_item_interactions: int, chunk_rows: int, random_state: int,
+                    **options: Any) -> None:
     """Load a MovieLens folder or an interaction log, apply policies, split, save to OUT.
 
     Nothing is dropped unless asked: --min-rating, --min-user-interactions and
@@ -220,13 +235,14 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
     Examples:
       recompare data prepare ml-100k/ ml100k            # 943 users, 1682 items
       recompare data prepare ml-latest-small/ mll --min-rating 4 --split temporal
+      recompare data prepare ml-25m/ ml25m --split temporal-global --cutoff 2018-01-01
       recompare data prepare plays.tsv music --user-col user --item-col artist \\
           --value-col plays --items artists.csv --group-col language
       recompare data prepare clicks.parquet clicks --min-user-interactions 5 --json
     """
     from ..data.loaders import prepare
 
-    _check_output(out, overwrite)
+    _check_output(out, options["overwrite"])
     console = stderr_console()
     features = None
     if feature_cols is not None:
@@ -238,12 +254,9 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
             group_col=group_col, user_group_col=user_group_col, feature_cols=features,
             min_rating=min_rating,
             duplicates=duplicates, min_user_interactions=min_user_interactions,
-            min_item_interactions=min_item_interactions, callback=_progress(console))
-        dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
-                               foldin_fraction, random_state)
-        dataset.save(out, overwrite=overwrite)
-    console.log(f"wrote {out}")
-    _report(dataset, out, as_json, f"prepared data set {out}")
+            min_item_interactions=min_item_interactions, chunk_rows=chunk_rows,
+            callback=_progress(console))
+        _split_save_report(dataset, out, f"prepared data set {out}", random_state, **options)
 
 
 @data_group.command("mirror")
@@ -257,15 +270,9 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
               show_default=True,
               help="same: the same item in another copy; random: another copy's item drawn "
                    "by popularity.")
-@split_options
-@heldout_options
-@seed_option
-@overwrite_option
-@json_option
+@all_split_options
 def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire: str,
-                   split_kind: str, test_fraction: float, last_n: int | None,
-                   heldout_fraction: float, foldin_fraction: float, random_state: int,
-                   overwrite: bool, as_json: bool) -> None:
+                   random_state: int, **options: Any) -> None:
     """Copy a prepared data set into k relabelled copies ("languages") and save to OUT.
 
     Copy k holds every user and item with ids prefixed "c<k>:"; its users see
@@ -280,27 +287,17 @@ def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire
     from ..data.dataset import Dataset
     from ..data.synth import mirror
 
-    _check_output(out, overwrite)
+    _check_output(out, options["overwrite"])
     dataset = mirror(Dataset.load(source), copies=copies, cross_rate=cross_rate, seed=random_state,
                      rewire=rewire)
-    dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
-                           foldin_fraction, random_state)
-    dataset.save(out, overwrite=overwrite)
-    stderr_console().log(f"wrote {out}")
-    _report(dataset, out, as_json, f"mirrored data set {out}")
+    _split_save_report(dataset, out, f"mirrored data set {out}", random_state, **options)
 
 
 @data_group.command("split")
 @click.argument("source", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=True, file_okay=False))
-@split_options
-@heldout_options
-@seed_option
-@overwrite_option
-@json_option
-def split_command(source: str, out: str, split_kind: str, test_fraction: float,
-                  last_n: int | None, heldout_fraction: float, foldin_fraction: float,
-                  random_state: int, overwrite: bool, as_json: bool) -> None:
+@all_split_options
+def split_command(source: str, out: str, random_state: int, **options: Any) -> None:
     """Re-split a saved data set (its interactions) and save the result to OUT.
 
     The ids, groups, features and interactions are kept; only the split
@@ -310,16 +307,88 @@ def split_command(source: str, out: str, split_kind: str, test_fraction: float,
     Examples:
       recompare data split ml100k ml100k-temporal --split temporal --last-n 5
       recompare data split data/planted planted-s1 --seed 1
+      recompare data split ml25m ml25m-2018 --split temporal-global --cutoff 2018-01-01
     """
     from ..data.dataset import Dataset
 
-    _check_output(out, overwrite)
+    _check_output(out, options["overwrite"])
     dataset = Dataset.load(source).replace(split=None)
-    dataset = _apply_split(dataset, split_kind, test_fraction, last_n, heldout_fraction,
-                           foldin_fraction, random_state)
-    dataset.save(out, overwrite=overwrite)
-    stderr_console().log(f"wrote {out}")
-    _report(dataset, out, as_json, f"data set {out}")
+    _split_save_report(dataset, out, f"data set {out}", random_state, **options)
+
+
+@data_group.command("fetch")
+@click.argument("name", required=False)
+@click.argument("target", metavar="DIR", required=False, type=click.Path(file_okay=False))
+@click.option("--list", "list_only", is_flag=True, help="List the data sets, sizes and terms.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Download cache [default: $RECOMPARE_CACHE, else ~/.cache/recompare].")
+@json_option
+def fetch_command(name: str | None, target: str | None, list_only: bool,
+                  cache_dir: str | None, as_json: bool) -> None:
+    """Download a public MovieLens data set, verify its SHA-256, and unpack it into DIR.
+
+    The archive is kept in a cache (a broken download resumes from there) and
+    unpacked into DIR/NAME all-or-nothing; members that would land outside DIR
+    are refused.  GroupLens data is for research use and may not be
+    redistributed: recompare downloads it from GroupLens, never ships it.
+
+    \b
+    Examples:
+      recompare data fetch --list
+      recompare data fetch ml-100k downloads
+      recompare data fetch ml-25m downloads --cache-dir /scratch/cache
+    """
+    from ..data import fetch as fetching
+
+    if list_only:
+        _list_archives(fetching, as_json)
+        return
+    if name is None or target is None:
+        raise click.UsageError("pass NAME and DIR (or --list to see the names)")
+    console = stderr_console()
+    archive = fetching.ARCHIVES.get(name)
+    if archive is not None:
+        console.print(f"[bold]{name}[/]: {archive.license}", highlight=False)
+    folder = _fetch_with_progress(fetching, name, target, cache_dir, console)
+    if as_json:
+        echo_json({"name": name, "path": str(folder), "license": archive.license})
+    else:
+        stdout_console().print(f"{folder}\nnext: recompare data prepare {folder} "
+                               f"{Path(target) / (name + '-prepared')}", highlight=False)
+
+
+def _fetch_with_progress(fetching, name: str, target: str, cache_dir: str | None,
+                         console) -> Path:
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(f"downloading {name}", total=None)
+
+        def callback(event: dict) -> None:
+            if event.get("stage") == "download":
+                progress.update(task, completed=event["done"], total=event["total"])
+            elif "message" in event:
+                progress.console.log(event["message"])
+
+        return fetching.fetch(name, target, cache=cache_dir, callback=callback)
+
+
+def _list_archives(fetching, as_json: bool) -> None:
+    rows = [{"name": a.name, "bytes": a.size, "description": a.description, "url": a.url,
+             "sha256": a.sha256, "license": a.license} for a in fetching.ARCHIVES.values()]
+    if as_json:
+        echo_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="data sets for `recompare data fetch`", title_justify="left",
+                  caption=fetching.LICENSE)
+    for column in ("name", "size", "contents"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for row in rows:
+        table.add_row(row["name"], f"{row['bytes'] / 1e6:,.1f} MB", row["description"])
+    stdout_console().print(table)
 
 
 @data_group.command("info")

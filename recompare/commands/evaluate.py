@@ -145,7 +145,7 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
     if as_json:
         echo_json(results)
     else:
-        _print_tables(results, folding_report)
+        _print_tables(results, folding_report, dataset)
 
 
 def _output_paths(report_path: str | None, plots_dir: str | None, overwrite: bool
@@ -165,18 +165,22 @@ def _output_paths(report_path: str | None, plots_dir: str | None, overwrite: boo
     return report, plots
 
 
-def _print_tables(results, folding_report: bool) -> None:
-    """The human-readable tables on stdout."""
-    from ..report.tables import counts_table, folding_tables, rich_table
+def _print_tables(results, folding_report: bool, dataset=None) -> None:
+    """The human-readable tables on stdout, fitted to the console (``$COLUMNS`` when piped)."""
+    from ..report.tables import counts_table, evaluation_tables, folding_tables
 
     out = stdout_console()
-    if not out.is_terminal:
-        # piped or redirected: no screen to fit, so never cut a column of numbers
-        out.width = max(out.width, 120)
-    out.print(rich_table(results))
+    for table in evaluation_tables(results, out.width):
+        out.print(table)
     out.print(counts_table(results))
     if folding_report:
-        for table in folding_tables(results):
+        sizes = None
+        if dataset is not None and dataset.item_groups is not None:
+            import numpy as np
+
+            groups = np.asarray(dataset.item_groups)
+            sizes = np.bincount(groups[groups >= 0], minlength=dataset.n_groups).tolist()
+        for table in folding_tables(results, width=out.width, group_sizes=sizes):
             out.print(table)
 
 

@@ -66,14 +66,22 @@ def _loss_options(func):
     func = _option("--gravity", param="gravity", type=float,
                    help="Gravity coefficient: (1/(M N)) sum <U_i, V_j>^2 over the "
                         "batch queries and all items.")(func)
-    func = _option("--num-negatives", param="num_negatives", type=int,
-                   help="Negatives per batch (uniform, popularity; per query for hard).")(func)
-    func = _option("--negatives", param="negatives",
-                   type=click.Choice(("uniform", "popularity", "in-batch", "hard", "none")),
-                   help="Negatives of the sampled loss; none = positives only "
-                        "(folding-prone). Giving it implies --loss sampled.")(func)
+    # the negatives options only mean something with --loss sampled: their defaults are
+    # stated in the help text, not as "[default: ...]", which would suggest they always apply
+    func = click.option("--num-negatives", type=int, default=DEFAULTS["num_negatives"],
+                        help="With --loss sampled only: negatives per batch (uniform, "
+                             f"popularity; per query for hard); {DEFAULTS['num_negatives']} "
+                             "if not given.")(func)
+    func = click.option("--negatives", default=DEFAULTS["negatives"],
+                        type=click.Choice(("uniform", "popularity", "in-batch", "hard", "none")),
+                        help="With --loss sampled only: how negatives are drawn "
+                             f"({DEFAULTS['negatives']} if not given); none = positives only "
+                             "(folding-prone).  An error with --loss full, which scores "
+                             "every item and needs none.")(func)
     func = _option("--loss", param="loss", type=click.Choice(("full", "sampled")),
-                   help="Exact softmax over all items, or sampled softmax.")(func)
+                   help="full: exact softmax over all items (the more accurate default); "
+                        "sampled: a sampled softmax with --negatives (for large "
+                        "catalogues).")(func)
     return func
 
 
@@ -126,19 +134,19 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def _loss_for(ctx: click.Context, loss: str) -> str:
-    """Asking for negatives means asking for the sampled softmax: switch the default
-    full loss to it, and refuse an explicit ``--loss full`` with negatives."""
+    """Refuse ``--negatives``/``--num-negatives`` unless the loss is sampled: the full
+    softmax has no negatives, and switching the loss behind the user's back changed the
+    model they asked for."""
     from click.core import ParameterSource
 
     given = [name for name in ("negatives", "num_negatives")
              if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-    if not given or loss == "sampled":
-        return loss
-    if ctx.get_parameter_source("loss") == ParameterSource.COMMANDLINE:
+    if given and loss != "sampled":
         flag = "--" + given[0].replace("_", "-")
-        raise click.BadParameter(f"{flag} applies to the sampled softmax; drop it or use "
-                                 "--loss sampled", param_hint="--loss")
-    return "sampled"
+        raise click.BadParameter(f"{flag} applies to the sampled softmax only: add --loss "
+                                 "sampled, or drop it to keep the full softmax (the default)",
+                                 param_hint=flag)
+    return loss
 
 
 @click.command("train-dnn")

@@ -7,8 +7,8 @@ id maps.  Its ``fingerprint`` identifies the exact data a model was fit on.
 
 On disk (see ``docs/data-layout.md``) a dataset is a directory::
 
-    meta.json            counts, source, options, split, fingerprint, schema
-    interactions.npz     all interactions (scipy.sparse.save_npz, CSR float32)
+    meta.json            counts, source, options, split, fingerprint, schema, version
+    interactions.npz     all interactions (scipy.sparse.save_npz, uncompressed, CSR float32)
     timestamps.npz       optional, same sparsity pattern, int64 seconds
     train.npz test.npz foldin.npz heldout.npz   split parts, when split
     users.csv            index,id[,group][,heldout][,<feature columns>]
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,12 +28,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._atomic import atomic_dir
-from .._jsonutil import json_default
 from ..errors import RecompareError
 
-FORMAT_VERSION = 1
-SPLIT_KINDS = ("random", "temporal", "users", "both")
+SPLIT_KINDS = ("random", "temporal", "temporal-global", "users", "both")
 
 
 def as_csr(matrix: sp.spmatrix, shape: tuple[int, int] | None = None) -> sp.csr_matrix:
@@ -52,10 +48,14 @@ class IdMap:
     ids: np.ndarray
 
     def __post_init__(self) -> None:
-        ids = np.asarray(self.ids).astype(str).astype(object)
+        ids = np.asarray(self.ids)
+        # text ids (as read from users.csv) are kept as they are; others become text
+        if ids.dtype != object or pd.api.types.infer_dtype(ids, skipna=False) != "string":
+            ids = ids.astype(str).astype(object)
         object.__setattr__(self, "ids", ids)
-        lookup = {value: i for i, value in enumerate(ids)}
-        if len(lookup) != len(ids):
+        # a hash index, not a dict: built in C, so loading 100k+ ids costs milliseconds
+        lookup = pd.Index(ids)
+        if not lookup.is_unique:
             raise RecompareError("id map has duplicate ids")
         object.__setattr__(self, "_lookup", lookup)
 
@@ -65,8 +65,8 @@ class IdMap:
     def index(self, external: Iterable[Any] | Any) -> np.ndarray:
         """Dense indices of external ids; raises naming the first unknown ids."""
         values = np.atleast_1d(np.asarray(external).astype(str))
-        lookup = self._lookup  # type: ignore[attr-defined]
-        out = np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+        lookup: pd.Index = self._lookup  # type: ignore[attr-defined]
+        out = lookup.get_indexer(values.astype(object)).astype(np.int64)
         if (out < 0).any():
             unknown = values[out < 0][:5].tolist()
             raise RecompareError(f"unknown ids: {', '.join(unknown)}")
@@ -237,25 +237,17 @@ class Dataset:
         cached = self.__dict__.get("_fingerprint")
         if cached is not None:
             return cached
-        h = hashlib.sha256()
-        for idmap in (self.users, self.items):
-            h.update("\x1f".join(idmap.ids.tolist()).encode())
-            h.update(b"\x1e")
+        digest = hashlib.sha256()
+        split = self.split
+        for chunk in _fingerprint_head(self.users, self.items, split.kind if split else None):
+            digest.update(chunk)
         mats = [self.interactions]
-        if self.split is not None:
-            h.update(self.split.kind.encode())
-            mats += [self.split.train, self.split.test, self.split.foldin, self.split.heldout]
-        for m in mats:
-            if m is None:
-                h.update(b"none")
-                continue
-            for arr in (m.indptr, m.indices, m.data):
-                # hashed in place (little-endian bytes): no copy of big matrices
-                flat = np.ascontiguousarray(arr)
-                if flat.dtype.byteorder == ">":
-                    flat = flat.astype(flat.dtype.newbyteorder("<"))
-                h.update(memoryview(flat).cast("B"))
-        value = h.hexdigest()[:16]
+        if split is not None:
+            mats += [split.train, split.test, split.foldin, split.heldout]
+        for matrix in mats:
+            for chunk in _matrix_chunks(matrix):
+                digest.update(chunk)
+        value = digest.hexdigest()[:16]
         self.__dict__["_fingerprint"] = value
         return value
 
@@ -308,143 +300,43 @@ class Dataset:
     # ------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the documented directory layout atomically; returns the path."""
-        with atomic_dir(path, overwrite=overwrite) as tmp:
-            sp.save_npz(tmp / "interactions.npz", self.interactions)
-            if self.timestamps is not None:
-                sp.save_npz(tmp / "timestamps.npz", self.timestamps)
-            users = pd.DataFrame({"index": np.arange(self.n_users), "id": self.users.ids})
-            items = pd.DataFrame({"index": np.arange(self.n_items), "id": self.items.ids})
-            names = np.asarray(list(self.group_names) + [""], dtype=object)
-            if self.item_groups is not None:
-                items["group"] = names[np.asarray(self.item_groups)]
-            if self.user_groups is not None:
-                users["group"] = names[np.asarray(self.user_groups)]
-            feature_schema: dict[str, str] = {}
-            if self.user_features is not None:
-                for col in self.user_features.columns:
-                    values = self.user_features[col].reset_index(drop=True)
-                    numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(
-                        values.dtype, pd.CategoricalDtype)
-                    feature_schema[str(col)] = "numeric" if numeric else "categorical"
-                    users[f"feature:{col}"] = values.values
-            if self.item_info is not None:
-                for col in self.item_info.columns:
-                    items[f"info:{col}"] = self.item_info[col].reset_index(drop=True).values
-            split_meta = None
-            if self.split is not None:
-                s = self.split
-                for name in ("train", "test", "foldin", "heldout"):
-                    mat = getattr(s, name)
-                    if mat is not None:
-                        sp.save_npz(tmp / f"{name}.npz", mat)
-                heldout = np.zeros(self.n_users, dtype=bool)
-                heldout[s.heldout_users] = True
-                users["heldout"] = heldout
-                split_meta = {"kind": s.kind, "options": s.options}
-            users.to_csv(tmp / "users.csv", index=False)
-            items.to_csv(tmp / "items.csv", index=False)
-            meta = {
-                "format": "recompare-dataset",
-                "version": FORMAT_VERSION,
-                "fingerprint": self.fingerprint,
-                "counts": {
-                    "users": self.n_users,
-                    "items": self.n_items,
-                    "interactions": int(self.interactions.nnz),
-                },
-                "groups": list(self.group_names),
-                "user_features": feature_schema,
-                "split": split_meta,
-                **{k: v for k, v in self.meta.items() if k not in {"split", "counts", "groups"}},
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
-        return Path(path)
+        from .storage import save_dataset
+
+        return save_dataset(self, path, overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dataset:
-        """Read a directory written by :meth:`save` (never unpickles)."""
-        root = Path(path)
-        meta_path = root / "meta.json"
-        if not meta_path.is_file():
-            raise RecompareError(
-                f"{root} is not a prepared data set (no meta.json); "
-                "run `recompare data prepare` or `recompare data synth` first"
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-            users = pd.read_csv(root / "users.csv", dtype={"id": str}, keep_default_na=False)
-            items = pd.read_csv(root / "items.csv", dtype={"id": str}, keep_default_na=False)
-            interactions = as_csr(_load_npz(root / "interactions.npz"))
-        except (OSError, ValueError, KeyError) as exc:
-            raise RecompareError(f"cannot read data set {root}: {exc}") from None
-        names = tuple(meta.get("groups") or ())
-        code = {n: i for i, n in enumerate(names)}
+        """Read a directory written by :meth:`save` (never unpickles).
 
-        def codes(col: pd.Series) -> np.ndarray:
-            return np.array([code.get(v, -1) for v in col.astype(str)], dtype=np.int64)
+        The fingerprint is recomputed while the files are read and must match
+        ``meta.json``; see :mod:`recompare.data.storage`.
+        """
+        from .storage import load_dataset
 
-        item_groups = codes(items["group"]) if "group" in items else None
-        user_groups = codes(users["group"]) if "group" in users else None
-        schema: dict = meta.get("user_features") or {}
-        user_features = None
-        if schema:
-            cols = {}
-            for name, kind in schema.items():
-                series = users[f"feature:{name}"]
-                if kind == "numeric":
-                    cols[name] = pd.to_numeric(series, errors="coerce").astype(np.float32)
-                else:
-                    cols[name] = series.astype(str)
-            user_features = pd.DataFrame(cols)
-        info_cols = [c for c in items.columns if c.startswith("info:")]
-        item_info = (
-            items[info_cols].rename(columns=lambda c: c[5:]).reset_index(drop=True)
-            if info_cols else None
-        )
-        timestamps = None
-        if (root / "timestamps.npz").is_file():
-            timestamps = sp.csr_matrix(_load_npz(root / "timestamps.npz"))
-        split = None
-        if meta.get("split"):
-            parts = {}
-            for name in ("train", "test", "foldin", "heldout"):
-                f = root / f"{name}.npz"
-                parts[name] = as_csr(_load_npz(f)) if f.is_file() else None
-            heldout_users = (
-                np.flatnonzero(users["heldout"].astype(str).str.lower() == "true")
-                if "heldout" in users else np.zeros(0, dtype=np.int64)
-            )
-            split = Split(kind=meta["split"]["kind"], heldout_users=heldout_users,
-                          options=meta["split"].get("options", {}), **parts)
-        extra = {k: v for k, v in meta.items()
-                 if k not in {"format", "version", "fingerprint", "counts", "groups",
-                              "user_features", "split"}}
-        ds = cls(
-            interactions=interactions,
-            users=IdMap(users["id"].to_numpy()),
-            items=IdMap(items["id"].to_numpy()),
-            item_groups=item_groups,
-            user_groups=user_groups,
-            group_names=names,
-            user_features=user_features,
-            item_info=item_info,
-            timestamps=timestamps,
-            split=split,
-            meta=extra,
-        )
-        if meta.get("fingerprint") and meta["fingerprint"] != ds.fingerprint:
-            raise RecompareError(
-                f"data set {root} is corrupt or was edited: fingerprint {ds.fingerprint} "
-                f"does not match meta.json ({meta['fingerprint']})"
-            )
-        return ds
+        return load_dataset(cls, path)
 
 
-def _load_npz(path: Path) -> sp.spmatrix:
-    if not path.is_file():
-        raise RecompareError(f"missing file {path}")
-    # scipy.sparse.load_npz calls np.load(allow_pickle=False)
-    return sp.load_npz(path)
+def _fingerprint_head(users: IdMap, items: IdMap, split_kind: str | None) -> list[bytes]:
+    """The first bytes the fingerprint hashes: the ids, then the split kind."""
+    head = []
+    for idmap in (users, items):
+        head += ["\x1f".join(idmap.ids.tolist()).encode(), b"\x1e"]
+    if split_kind is not None:
+        head.append(split_kind.encode())
+    return head
+
+
+def _matrix_chunks(matrix: sp.csr_matrix | None) -> list:
+    """A matrix's bytes as the fingerprint hashes them (in place: no copy of big arrays)."""
+    if matrix is None:
+        return [b"none"]
+    chunks = []
+    for arr in (matrix.indptr, matrix.indices, matrix.data):
+        flat = np.ascontiguousarray(arr)
+        if flat.dtype.byteorder == ">":
+            flat = flat.astype(flat.dtype.newbyteorder("<"))
+        chunks.append(memoryview(flat).cast("B"))
+    return chunks
 
 
 def from_interactions(

@@ -33,10 +33,23 @@ def model_class(kind: str) -> type[Recommender]:
 def load_model(path: str | os.PathLike, dataset=None) -> Recommender:
     """Load a saved model directory; with ``dataset``, check it was fit on that data.
 
+    Parameters
+    ----------
+    path : str or path-like
+        A directory written by the model's ``save``.
+    dataset : Dataset, str, path-like or None
+        The data set (or its directory) the model was trained on.  It supplies
+        the training interactions that ``recommend(exclude_seen=True)`` needs; a
+        saved model does not keep them.
+
     Raises :class:`RecompareError` on a fingerprint mismatch.
     """
     meta = read_model_json(path)
     model = model_class(meta.get("kind", "?")).load(Path(path))
+    if isinstance(dataset, (str, os.PathLike)):
+        from ..data.dataset import Dataset
+
+        dataset = Dataset.load(dataset)
     if dataset is not None:
         if model.fingerprint_ != dataset.fingerprint:
             raise RecompareError(

@@ -166,7 +166,11 @@ class Recommender(ABC):
         if exclude_seen:
             seen = self.seen_ if seen is None else seen
             if seen is None:
-                raise RecompareError("exclude_seen needs the training matrix: pass seen=")
+                # a saved model does not keep its training data; load_model(path) has none
+                raise RecompareError(
+                    "exclude_seen needs the training interactions, which a saved model does "
+                    "not keep: load it with load_model(path, dataset=...), or pass seen= "
+                    "(or exclude_seen=False)")
             exclude = seen[users]
         return topk_dot(self.query_embeddings(users), self.item_embeddings(), k, exclude=exclude)
 

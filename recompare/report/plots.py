@@ -43,6 +43,29 @@ def _palette(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(max(n, 1))]
 
 
+#: groups drawn in their own colour in the folding map; the rest are grey
+MAP_COLOURED_GROUPS = 8
+_GREY = (0.62, 0.62, 0.62, 1.0)
+
+
+def _group_colours() -> list:
+    """tab10 without its grey, which stands for the groups that get no colour."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i) for i in range(10) if i != 7]
+
+
+def _model_styles(n: int) -> list[tuple]:
+    """(colour, line style) per model: ten distinct colours, then the same colours dashed
+    and dotted, so no two models share a look (paired palettes made pairs look alike)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    styles = ("-", "--", ":", "-.")
+    return [(cmap(i % 10), styles[(i // 10) % len(styles)]) for i in range(max(n, 1))]
+
+
 def _plot_k(results: dict) -> int:
     ks = results["ks"]
     return 20 if 20 in ks else ks[0]
@@ -71,7 +94,10 @@ def folding_map(models: Mapping[str, Any], dataset, seed: int = 0,
 
     A seeded sample of ``points`` training users and ``points`` items of known group;
     queries and items are each scaled to unit RMS norm, stacked, and projected on their
-    first two principal components.  Models without embeddings get an empty panel.
+    first two principal components.  The :data:`MAP_COLOURED_GROUPS` groups with the
+    most sampled points get a colour, the others are grey and named under the figure;
+    the legend lists only groups that appear.  Models without embeddings get an empty
+    panel.
     """
     rng = np.random.default_rng(seed)
     item_groups = np.asarray(dataset.item_groups, dtype=np.int64)
@@ -85,16 +111,24 @@ def folding_map(models: Mapping[str, Any], dataset, seed: int = 0,
     items = np.sort(rng.choice(items, size=min(points, len(items)), replace=False))
     names = list(dataset.group_names)
     n_groups = max(len(names), int(item_groups.max(initial=-1)) + 1)
-    colours = _palette(n_groups)
+    counts = (np.bincount(item_groups[items], minlength=n_groups)
+              + np.bincount(query_groups[users], minlength=n_groups))
+    present = np.flatnonzero(counts > 0)
+    coloured = present[np.argsort(-counts[present], kind="stable")][:MAP_COLOURED_GROUPS]
+    colours = {int(g): c for g, c in zip(sorted(coloured), _group_colours())}
+    greyed = [int(g) for g in present if int(g) not in colours]
     n = len(models)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig = _figure(4.2 * cols, 4.0 * rows + 0.4)
+    fig = _figure(4.2 * cols, 4.0 * rows + 0.9)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    draw_order = greyed + sorted(colours)  # grey underneath, coloured groups on top
     for ax, (name, model) in zip(axes, models.items()):
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_xlabel("principal component 1", fontsize=8)
+        ax.set_ylabel("principal component 2", fontsize=8)
         try:
             q = np.asarray(model.query_embeddings(users), dtype=np.float64)
             v = np.asarray(model.item_embeddings(), dtype=np.float64)[items]
@@ -107,23 +141,42 @@ def folding_map(models: Mapping[str, Any], dataset, seed: int = 0,
         v = v / max(float(np.sqrt((v ** 2).sum(axis=1).mean())), 1e-12)
         xy = pca_2d(np.vstack([q, v]))
         qxy, vxy = xy[: len(q)], xy[len(q):]
-        for g in range(n_groups):
-            label = names[g] if g < len(names) else str(g)
+        for g in draw_order:
+            colour = colours.get(g, _GREY)
             mask = item_groups[items] == g
-            ax.scatter(vxy[mask, 0], vxy[mask, 1], s=9, marker="o", color=colours[g],
-                       alpha=0.45, linewidths=0, label=f"{label} items")
+            ax.scatter(vxy[mask, 0], vxy[mask, 1], s=9, marker="o", color=colour,
+                       alpha=0.5, linewidths=0)
             mask = query_groups[users] == g
-            ax.scatter(qxy[mask, 0], qxy[mask, 1], s=14, marker="s", color=colours[g],
-                       alpha=0.8, edgecolors="black", linewidths=0.3, label=f"{label} queries")
+            ax.scatter(qxy[mask, 0], qxy[mask, 1], s=14, marker="s", color=colour,
+                       alpha=0.85, edgecolors="black", linewidths=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)),
-                   fontsize=7, frameon=False)
+    _map_legend(fig, colours, greyed, names)
     fig.suptitle("Folding map: PCA of query (squares) and item (circles) embeddings",
                  fontsize=11)
     return fig
+
+
+def _map_legend(fig, colours: dict, greyed: list[int], names: list[str]) -> None:
+    """One entry per coloured group present, one for the grey rest, two for the markers;
+    the grey groups are named in the legend's title."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    def label(g: int) -> str:
+        return names[g] if g < len(names) else str(g)
+
+    handles = [Patch(color=colour, label=label(g)) for g, colour in colours.items()]
+    if greyed:
+        handles.append(Patch(color=_GREY, label=f"{len(greyed)} other groups"))
+    handles += [Line2D([], [], marker="s", color="white", markerfacecolor="none",
+                       markeredgecolor="black", label="queries (users)"),
+                Line2D([], [], marker="o", color="white", markerfacecolor="grey",
+                       markeredgecolor="none", label="items")]
+    # the grey groups are named in the legend's title, which the layout makes room for
+    title = f"grey: {', '.join(label(g) for g in greyed)}" if greyed else None
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)),
+               fontsize=8, frameon=False, title=title, title_fontsize=7)
 
 
 def leakage_plot(results: dict):
@@ -132,17 +185,18 @@ def leakage_plot(results: dict):
     protocols = [p for p in results["protocols"] if _ok(results, p)]
     fig = _figure(4.5 * max(1, len(protocols)) + 2.5, 3.6)
     axes = fig.subplots(1, max(1, len(protocols)), squeeze=False).ravel()
-    colours = _palette(len(results["models"]))
+    styles = _model_styles(len(results["models"]))
     ks = results["ks"]
     for ax, protocol in zip(axes, protocols):
         truth = None
-        for colour, (name, entry) in zip(colours, results["models"].items()):
+        for (colour, style), (name, entry) in zip(styles, results["models"].items()):
             res = entry["protocols"].get(protocol, {})
             if res.get("status") != "ok":
                 continue
             f = res["folding"]
             truth = f["ground_truth_cross_share"]
-            ax.plot(ks, [f[f"leakage@{k}"] for k in ks], marker="o", color=colour, label=name)
+            ax.plot(ks, [f[f"leakage@{k}"] for k in ks], marker="o", color=colour,
+                    linestyle=style, label=name)
         if truth is not None:
             ax.axhline(truth, color="grey", linestyle="--", linewidth=1,
                        label="held-out cross-group share")
@@ -165,7 +219,7 @@ def recall_vs_leakage_plot(results: dict):
     k = _plot_k(results)
     fig = _figure(7.5, 4.4)
     ax = fig.subplots()
-    colours = _palette(len(results["models"]))
+    colours = [colour for colour, _ in _model_styles(len(results["models"]))]
     markers = {"weak": "o", "strong": "^", "cold": "s"}
     model_handles = []
     for colour, (name, entry) in zip(colours, results["models"].items()):
@@ -196,27 +250,43 @@ def recall_vs_leakage_plot(results: dict):
 
 
 def accuracy_plot(results: dict):
-    """Figure: recall_norm@k and ndcg@k per model (one panel per protocol)."""
-    protocols = results["protocols"]
-    fig = _figure(4.5 * len(protocols) + 3.0, 3.6)
-    axes = fig.subplots(1, len(protocols), squeeze=False).ravel()
-    colours = _palette(len(results["models"]))
+    """Figure: one panel per question (recall_norm@k, then ndcg@k) and protocol, lines
+    per model against k; every panel on the same y scale, each axis labelled."""
+    protocols = [p for p in results["protocols"] if _ok(results, p)] or results["protocols"]
+    metrics = (("recall_norm", "recall_norm@k"), ("ndcg", "ndcg@k"))
+    fig = _figure(3.6 * len(protocols) + 2.8, 2.9 * len(metrics) + 0.6)
+    axes = fig.subplots(len(metrics), len(protocols), squeeze=False, sharex=True,
+                        sharey=True)
+    styles = _model_styles(len(results["models"]))
     ks = results["ks"]
-    for ax, protocol in zip(axes, protocols):
-        for colour, (name, entry) in zip(colours, results["models"].items()):
-            res = entry["protocols"].get(protocol, {})
-            if res.get("status") != "ok":
-                continue
-            ax.plot(ks, [res["metrics"][f"recall_norm@{k}"] for k in ks], marker="o",
-                    color=colour, label=f"{name} recall_norm")
-            ax.plot(ks, [res["metrics"][f"ndcg@{k}"] for k in ks], marker="x",
-                    linestyle=":", color=colour, label=f"{name} ndcg")
-        ax.set_title(protocol, fontsize=10)
-        ax.set_xlabel("k")
-        ax.set_xticks(ks)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=6, frameon=False)
-    fig.suptitle("Accuracy at k", fontsize=11)
+    top = 0.0
+    for col, protocol in enumerate(protocols):
+        for row, (metric, ylabel) in enumerate(metrics):
+            ax = axes[row, col]
+            for (colour, style), (name, entry) in zip(styles, results["models"].items()):
+                res = entry["protocols"].get(protocol, {})
+                if res.get("status") != "ok":
+                    continue
+                values = [res["metrics"][f"{metric}@{k}"] for k in ks]
+                top = max(top, *values)
+                ax.plot(ks, values, marker="o", markersize=3, color=colour, linestyle=style,
+                        label=name)
+            ax.set_title(f"{ylabel.replace('@k', '')}, {protocol}", fontsize=9)
+            ax.grid(True, alpha=0.3)
+            if col == 0:
+                ax.set_ylabel(ylabel)
+            if row == len(metrics) - 1:
+                ax.set_xlabel("k")
+                ax.set_xticks(ks)
+    axes[0, 0].set_ylim(0, min(1.0, top * 1.08) if top > 0 else 1.0)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.ravel()[1:]:  # models missing from the first panel
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+    fig.suptitle("Accuracy at k (same scale in every panel)", fontsize=11)
     return fig
 
 

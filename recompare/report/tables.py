@@ -6,6 +6,8 @@ nothing here prints.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..evaluate.metrics import METRICS
 from .formatting import fmt
 
@@ -40,54 +42,67 @@ def _best(results: dict, protocol: str, key: str, section: str = "metrics") -> f
     return max(values) if values and len(results["models"]) > 1 else None
 
 
-def rich_table(results: dict, digits: int = 3):
+def rich_table(results: dict, digits: int = 3, metrics: Sequence[str] | None = None,
+               part: str = ""):
     """One table with every model side by side: a section per protocol, a row per
     model and k, a column per accuracy metric of
-    :data:`~recompare.evaluate.metrics.METRICS` (leakage has its own tables, see
-    :func:`folding_tables`).  The best value of a column within a protocol and k is bold;
-    a model that cannot serve a protocol gets one "not supported" row, its reason in the
-    caption.
+    :data:`~recompare.evaluate.metrics.METRICS` (or of ``metrics``; leakage has its own
+    tables, see :func:`folding_tables`).  The best value of a column within a protocol
+    and k is bold; a model that cannot serve a protocol gets one "not supported" row, its
+    reason in the caption.  :func:`evaluation_tables` splits it to fit a console.
     """
     from rich import box
     from rich.table import Table
 
-    table = Table(title="Evaluation", title_justify="left", header_style="bold",
+    metrics = list(METRICS if metrics is None else metrics)
+    table = Table(title=f"Evaluation{part}", title_justify="left", header_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     longest = max([len(m) for m in results["models"]] + [len(p) for p in results["protocols"]])
     table.add_column("model", overflow="fold", min_width=min(longest, 22))
     table.add_column("k", justify="right", no_wrap=True)
-    for name in METRICS:
-        # headers wrap (at their space) before numbers are cut, so 80 columns suffice
+    for name in metrics:
+        # headers wrap (at their space); numbers are never narrower than their text
         table.add_column(HEADERS[name], justify="right", min_width=digits + 2)
     notes = []
     for protocol in results["protocols"]:
-        table.add_row(f"[bold underline]{protocol}[/]", *[""] * (len(METRICS) + 1))
+        table.add_row(f"[bold underline]{protocol}[/]", *[""] * (len(metrics) + 1))
         for k in results["ks"]:
             for model_name, entry in results["models"].items():
                 res = entry["protocols"].get(protocol, {"status": "unsupported",
                                                         "reason": "not run"})
                 if res.get("status") != "ok":
                     if k == results["ks"][0]:
-                        table.add_row(model_name, "", "not supported",
-                                      *[""] * (len(METRICS) - 1))
-                        notes.append(f"{model_name} / {protocol}: {res.get('reason', '')}")
+                        table.add_row(model_name, "", "n/a", *[""] * (len(metrics) - 1))
+                        notes.append(f"{model_name} / {protocol}: not supported: "
+                                     f"{res.get('reason', '')}")
                     continue
-                cells = []
-                for name in METRICS:
-                    key = f"{name}@{k}"
-                    value = res["metrics"][key]
-                    text = fmt(value, digits)
-                    best = _best(results, protocol, key)
-                    if best is not None and value == best and name != "coverage":
-                        text = f"[bold]{text}[/bold]"
-                    cells.append(text)
-                table.add_row(model_name, str(k), *cells)
+                table.add_row(model_name, str(k), *[
+                    _metric_cell(results, protocol, res, f"{name}@{k}", digits)
+                    for name in metrics])
         table.add_section()
     unique_notes = list(dict.fromkeys(notes))
     if unique_notes:
         table.caption = "\n".join(unique_notes)
         table.caption_justify = "left"
     return table
+
+
+def _metric_cell(results: dict, protocol: str, res: dict, key: str, digits: int) -> str:
+    value = res["metrics"][key]
+    text = fmt(value, digits)
+    best = _best(results, protocol, key)
+    if best is not None and value == best and not key.startswith("coverage@"):
+        text = f"[bold]{text}[/bold]"
+    return text
+
+
+def evaluation_tables(results: dict, width: int = 120, digits: int = 3) -> list:
+    """:func:`rich_table` as one or more tables that fit ``width`` columns, each number whole
+    (the metric columns are split over several tables when they do not fit side by side)."""
+    from .fit import split_to_fit
+
+    return split_to_fit(lambda chunk, part: rich_table(results, digits, chunk, part),
+                        list(METRICS), width)
 
 
 def counts_table(results: dict):
@@ -107,42 +122,29 @@ def counts_table(results: dict):
     return table
 
 
-def folding_tables(results: dict, top: int = 5) -> list:
+def folding_tables(results: dict, top: int = 5, width: int = 120,
+                   group_sizes: Sequence[int] | None = None) -> list:
     """The leakage section: leakage per model and k against the ground truth,
-    confusion matrices (smallest k) and the most spurious recommendations."""
-    from rich.table import Table
+    confusion matrices (smallest k) and the most spurious recommendations, each fitted to
+    ``width`` columns.  Confusion matrices over many groups are shown compactly (see
+    :func:`confusion_table`); ``group_sizes`` (items per group) picks the largest."""
+    from .fit import split_to_fit
 
     if not results.get("folding"):
         return []
     out: list = []
     ks = results["ks"]
     names = results.get("group_names") or []
+    columns = ([f"leakage@{k}" for k in ks] + [f"excess_leakage@{k}" for k in ks]
+               + [f"spurious@{ks[0]}", "folding_auc"])
     for protocol in results["protocols"]:
         ok = succeeded(results, protocol)
         if not ok:
             continue
-        table = Table(title=f"Folding ({protocol})", title_justify="left", header_style="bold")
-        table.add_column("model")
-        for k in ks:
-            table.add_column(f"leakage@{k}", justify="right")
-        for k in ks:
-            table.add_column(f"excess@{k}", justify="right")
-        table.add_column(f"spurious@{ks[0]}", justify="right")
-        table.add_column("folding_auc", justify="right")
-        truth = None
-        for model_name, res in ok.items():
-            f = res["folding"]
-            truth = f["ground_truth_cross_share"]
-            table.add_row(model_name, *[fmt(f[f"leakage@{k}"]) for k in ks],
-                          *[fmt(f[f"excess_leakage@{k}"]) for k in ks],
-                          fmt(f[f"spurious@{ks[0]}"]), fmt(f.get("folding_auc")))
-        table.add_section()
-        table.add_row("[italic]held-out truth[/italic]", *[fmt(truth) for _ in ks],
-                      *["0.0000" for _ in ks], "-", "-")
-        table.caption = ("leakage: share of top-k items outside the query's group; "
-                         "excess: minus the held-out cross-group share")
-        out.append(table)
-        out.append(_confusion_table(ok, protocol, ks[0], names))
+        out += split_to_fit(lambda chunk, part, p=protocol, o=ok: _leakage_table(p, o, chunk,
+                                                                                 part),
+                            columns, width)
+        out.append(confusion_table(ok, protocol, ks[0], names, width, group_sizes))
         for model_name, res in ok.items():
             worst = res["folding"]["spurious"][:top]
             if worst:
@@ -150,25 +152,81 @@ def folding_tables(results: dict, top: int = 5) -> list:
     return out
 
 
-def _confusion_table(ok: dict, protocol: str, k: int, names: list[str]):
+def _leakage_table(protocol: str, ok: dict, columns: Sequence[str], part: str):
+    from rich.table import Table
+
+    table = Table(title=f"Folding ({protocol}){part}", title_justify="left",
+                  header_style="bold")
+    table.add_column("model", overflow="fold")
+    for column in columns:
+        table.add_column(column.replace("excess_leakage", "excess"), justify="right")
+    truth = None
+    for model_name, res in ok.items():
+        f = res["folding"]
+        truth = f["ground_truth_cross_share"]
+        table.add_row(model_name, *[fmt(f.get(column)) for column in columns])
+    table.add_section()
+    table.add_row("[italic]held-out truth[/italic]", *[
+        fmt(truth) if column.startswith("leakage@") else
+        "0.0000" if column.startswith("excess") else "-" for column in columns])
+    table.caption = ("leakage: share of top-k items outside the query's group; "
+                     "excess: minus the held-out cross-group share")
+    return table
+
+
+#: groups shown by name in a compact confusion table (the rest summed as "other")
+CONFUSION_GROUPS = 8
+
+
+def confusion_table(ok: dict, protocol: str, k: int, names: list[str], width: int = 120,
+                    group_sizes: Sequence[int] | None = None):
+    """Group confusion at ``k``: rows = query group, columns = recommended item group.
+
+    With more groups than fit ``width`` (at most :data:`CONFUSION_GROUPS`), only the
+    largest groups (by ``group_sizes``, else by their share of the held-out truth) get a
+    row and a column; an "other" column sums the remaining groups' shares of each row,
+    so every row still sums to 1.  The full matrix is in ``--json`` and the folding plot.
+    """
+    import numpy as np
     from rich.table import Table
 
     first = next(iter(ok.values()))["folding"]
-    n_groups = len(first["ground_truth_confusion"])
+    truth = np.asarray(first["ground_truth_confusion"], dtype=float)
+    n_groups = len(truth)
     labels = [names[g] if g < len(names) else str(g) for g in range(n_groups)]
-    table = Table(title=f"Group confusion ({protocol}, top-{k}): rows = query group, "
-                        "columns = recommended item group",
-                  title_justify="left", header_style="bold")
-    table.add_column("model")
-    table.add_column("query group")
-    for label in labels:
-        table.add_column(label, justify="right")
-    blocks = [("held-out truth", first["ground_truth_confusion"])]
-    blocks += [(m, r["folding"]["confusion"][str(k)]) for m, r in ok.items()]
+    if group_sizes is not None and len(group_sizes) >= n_groups:
+        size = np.asarray(group_sizes[:n_groups], dtype=float)
+    else:
+        size = truth.sum(axis=0) if n_groups else np.zeros(0)
+    blocks = [("held-out truth", truth)]
+    blocks += [(m, np.asarray(r["folding"]["confusion"][str(k)], dtype=float))
+               for m, r in ok.items()]
+    label_width = max([len(m) for m, _ in blocks] + [11]) + max([len(x) for x in labels] + [5])
+    fit = max(2, (width - label_width - 8) // 7 - 1)  # ~7 columns per group cell
+    shown = n_groups if n_groups <= min(fit + 1, CONFUSION_GROUPS + 1) else min(
+        fit, CONFUSION_GROUPS)
+    keep = np.sort(np.argsort(-size, kind="stable")[:shown])
+    rest = np.setdiff1d(np.arange(n_groups), keep)
+    title = (f"Group confusion ({protocol}, top-{k}): rows = query group, "
+             "columns = recommended item group")
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("model", overflow="fold")
+    table.add_column("query group", overflow="fold")
+    for g in keep:
+        table.add_column(labels[g], justify="right", overflow="ellipsis")
+    if len(rest):
+        table.add_column("other", justify="right")
+        table.caption = (f"the {len(keep)} largest of {n_groups} groups; other = the "
+                         f"{len(rest)} remaining groups' share of the row (rows for them "
+                         "omitted); the full matrix is in --json and the folding plot")
+        table.caption_justify = "left"
     for model_name, matrix in blocks:
-        for g, row in enumerate(matrix):
-            cells = [f"[bold]{v:.2f}[/bold]" if i == g else f"{v:.2f}" for i, v in enumerate(row)]
-            table.add_row(model_name if g == 0 else "", labels[g], *cells)
+        for i, g in enumerate(keep):
+            row = matrix[g]
+            cells = [f"[bold]{row[c]:.2f}[/bold]" if c == g else f"{row[c]:.2f}" for c in keep]
+            if len(rest):
+                cells.append(f"{row[rest].sum():.2f}")
+            table.add_row(model_name if i == 0 else "", labels[g], *cells)
         table.add_section()
     return table
 
@@ -180,8 +238,10 @@ def _spurious_table(model_name: str, protocol: str, worst: list[dict]):
                   title_justify="left", header_style="bold")
     for name in ("query group", "item", "title", "item group", "queries", "best rank",
                  "mean rank"):
-        table.add_column(name, justify="right" if name in ("queries", "best rank",
-                                                           "mean rank") else "left")
+        numeric = name in ("queries", "best rank", "mean rank")
+        # text columns wrap when the console is narrow; numbers never shrink below their text
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=numeric,
+                         overflow="fold")
     for w in worst:
         table.add_row(w["query_group_name"], w["item_id"], w.get("title") or "-",
                       w["item_group_name"], str(w["n_queries"]), str(w["best_rank"]),
