@@ -343,6 +343,42 @@ def read_torch_state(path: str | os.PathLike, *, what: str, required: Iterable[s
     return payload
 
 
+def check_state_dict(state: Any, reference: Mapping[str, Any], *, path: str | os.PathLike,
+                     what: str, where: str = "") -> dict:
+    """Check a loaded torch ``state_dict`` against the one a freshly built module has.
+
+    The names must be the same, and every tensor must have the reference's shape and dtype
+    and hold finite values, so that ``load_state_dict`` of the caller cannot fail and the
+    model it fills cannot compute NaN from damaged weights. ``where`` names a nested entry
+    (``"entry 'model'"``). Returns ``state``.
+    """
+    import torch
+
+    file = Path(path)
+    label = f"{where}: " if where else ""
+    if not isinstance(state, dict):
+        raise _fail(file, what, f"{label}expected a dict of tensors, found "
+                                f"{type(state).__name__}")
+    missing = [name for name in reference if name not in state]
+    if missing:
+        raise _fail(file, what, f"{label}missing tensor '{missing[0]}'")
+    unknown = [name for name in state if name not in reference]
+    if unknown:
+        raise _fail(file, what, f"{label}unknown tensor '{unknown[0]}'")
+    for name, want in reference.items():
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise _fail(file, what, f"{label}'{name}' is a {type(tensor).__name__}, "
+                                    "not a tensor")
+        if tensor.shape != want.shape or tensor.dtype != want.dtype:
+            raise _fail(file, what, f"{label}tensor '{name}' is {tensor.dtype} "
+                                    f"{tuple(tensor.shape)}, expected {want.dtype} "
+                                    f"{tuple(want.shape)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise _fail(file, what, f"{label}tensor '{name}' holds NaN or infinite values")
+    return state
+
+
 def refuse(path: str | os.PathLike, what: str, problem: object) -> RecompareError:
     """The error for a file that parsed but does not fit (for checks done by the caller)."""
     return _fail(Path(path), what, problem)

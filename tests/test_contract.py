@@ -20,7 +20,7 @@ from recompare.models import KINDS, clone, load_model, model_class
 FAST = {
     "wals": {"dim": 8, "iterations": 3},
     "softmax": {"dim": 8, "hidden": (16,), "epochs": 2, "batch_size": 32, "patience": None},
-    "random": {"factors": 8},
+    "random": {"dim": 8},
 }
 
 
@@ -30,9 +30,8 @@ KIND_PARAMS = [pytest.param(kind, id=kind) for kind in KINDS]
 
 def _make(kind: str, seed: int = 0, **extra):
     cls = model_class(kind)
-    params = dict(FAST.get(kind, {}))
+    params = dict(FAST.get(kind, {}))  # a stale name here must fail, never be dropped
     accepted = inspect.signature(cls.__init__).parameters
-    params = {k: v for k, v in params.items() if k in accepted}
     if "random_state" in accepted:
         params["random_state"] = seed
     params.update(extra)

@@ -235,7 +235,7 @@ def test_temporal_global_split_on_the_command_line_and_in_a_comparison(tmp_path)
     assert_one_line_error(run("data", "split", str(out), str(tmp_path / "y"), "--split",
                               "temporal-global", "--cutoff", "someday"), match="someday")
     ds = Dataset.load(tmp_path / "tg")
-    variants = [Variant("WALS", "wals", {"iterations": 2, "factors": 8}, "wals"),
+    variants = [Variant("WALS", "wals", {"iterations": 2, "dim": 8}, "wals"),
                 Variant("DNN", "softmax", {"epochs": 2, "dim": 8, "hidden": (16,)}, "dnn"),
                 Variant("popularity", "popularity", {}, "baseline")]
     results = run_comparison(ds, variants=variants, serving_queries=10)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from ..errors import RecompareError
 from .dataset import Dataset, IdMap, as_csr
-from .splits import _aligned_timestamps
+from .splits import aligned_timestamps
 
 
 def _check(condition: bool, message: str) -> None:
@@ -109,7 +109,7 @@ def _tiled_entries(dataset: Dataset, copies: int) -> _Entries:
     vals = np.tile(base.data, copies).astype(np.float32)
     stamps = None
     if dataset.timestamps is not None:
-        stamps = np.tile(_aligned_timestamps(dataset, dataset.interactions), copies)
+        stamps = np.tile(aligned_timestamps(dataset, dataset.interactions), copies)
     return rows, cols, vals, stamps
 
 

@@ -202,7 +202,7 @@ def _test_entries(dataset: Dataset, matrix: sp.csr_matrix, kind: str,
     degree = np.diff(matrix.indptr)
     row_of = np.repeat(np.arange(n_users), degree)
     if kind == "temporal":
-        stamps = _aligned_timestamps(dataset, matrix, "temporal")
+        stamps = aligned_timestamps(dataset, matrix, "temporal")
         # latest first; ties broken by the random key, so the seed decides them
         rank = _rank_within_rows(matrix, -stamps.astype(np.float64), tiebreak=keys)
     else:
@@ -228,7 +228,7 @@ def _global_time_parts(dataset: Dataset, matrix: sp.csr_matrix, cutoff: float | 
                        foldin_fraction: float, keys: np.ndarray, rng: np.random.Generator,
                        options: dict) -> _Parts:
     """One cutoff time for everyone: test for returning users, fold-in/held-out for new."""
-    stamps = _aligned_timestamps(dataset, matrix, "temporal-global")
+    stamps = aligned_timestamps(dataset, matrix, "temporal-global")
     cutoff_time, share = _cutoff_seconds(cutoff, stamps)
     n_users = matrix.shape[0]
     row_of = np.repeat(np.arange(n_users), np.diff(matrix.indptr))
@@ -308,7 +308,8 @@ def _subset(matrix: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
         (matrix.data[mask], (row_of[mask], matrix.indices[mask])), shape=matrix.shape))
 
 
-def _aligned_timestamps(dataset: Dataset, matrix: sp.csr_matrix, kind: str) -> np.ndarray:
+def aligned_timestamps(dataset: Dataset, matrix: sp.csr_matrix,
+                       kind: str = "temporal") -> np.ndarray:
     """Timestamps as an array parallel to ``matrix.data`` (same sparsity pattern)."""
     if dataset.timestamps is None:
         raise RecompareError(

@@ -8,8 +8,9 @@ import importlib
 import os
 from pathlib import Path
 
+from .._io import refuse
 from ..errors import RecompareError
-from .base import Recommender, clone, read_model_json
+from .base import MODEL_FILE, Recommender, clone, read_model_json
 
 #: kind -> "module:Class"; the DNN module is the only one importing torch
 KINDS = {
@@ -45,7 +46,10 @@ def load_model(path: str | os.PathLike, dataset=None) -> Recommender:
     Raises :class:`RecompareError` on a fingerprint mismatch.
     """
     meta = read_model_json(path)
-    model = model_class(meta.get("kind", "?")).load(Path(path))
+    if meta["kind"] not in KINDS:
+        raise refuse(Path(path) / MODEL_FILE, "model description",
+                     f"unknown model kind '{meta['kind']}' (known: {', '.join(KINDS)})")
+    model = model_class(meta["kind"]).load(Path(path))
     if isinstance(dataset, (str, os.PathLike)):
         from ..data.dataset import Dataset
 

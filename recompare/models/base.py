@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._io import ArraySpec, TypeSpec, own_file, read_json, read_npz, refuse
 from ..errors import RecompareError
 
 #: Progress callback: receives one dict per event, e.g.
@@ -36,6 +36,9 @@ from ..errors import RecompareError
 Callback = Callable[[dict], None]
 
 MODEL_FILE = "model.json"
+#: The arrays of a saved model; like every file name of the format, fixed (never read
+#: from ``model.json``).
+ARRAYS_FILE = "arrays.npz"
 
 
 class Recommender(ABC):
@@ -277,7 +280,10 @@ def n_new_users(history: sp.spmatrix | None, features: pd.DataFrame | None) -> i
 
 
 def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
-                     tuples: Sequence[str] = ()) -> tuple[Recommender, dict]:
+                     tuples: Sequence[str] = (), *,
+                     keys: Mapping[str, TypeSpec] | None = None,
+                     required: Mapping[str, TypeSpec] | None = None,
+                     renamed: Mapping[str, str] | None = None) -> tuple[Recommender, dict]:
     """The start of every family's ``load``: an instance of ``cls`` with the saved
     hyperparameters and the fitted state common to all families, and the parsed
     ``model.json``, from which the caller reads its own arrays.
@@ -289,6 +295,13 @@ def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
     path : path of the saved model directory
     tuples : sequence of str
         Parameters that JSON stores as lists but the family keeps as tuples.
+    keys : mapping of str to type, optional
+        The family's own optional keys of ``model.json`` (beyond :data:`MODEL_KEYS`);
+        any other key is refused.
+    required : mapping of str to type, optional
+        The family's own required keys of ``model.json``.
+    renamed : mapping of str to str, optional
+        Parameters saved under an older name: old name -> current name.
 
     Returns
     -------
@@ -301,29 +314,47 @@ def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
     Raises
     ------
     RecompareError
-        For a missing or unparsable ``model.json``, another kind, unknown parameters
-        or a missing field.
+        One line naming ``model.json`` for a missing or damaged file, another kind, a
+        missing, unknown or mistyped key, an unknown parameter or non-positive counts.
     """
-    meta = read_model_json(path)
-    if meta.get("kind") != cls.kind:
-        raise RecompareError(f"{path} holds a '{meta.get('kind')}' model, not '{cls.kind}'")
-    params = dict(meta.get("params", {}))
+    file = own_file(path, MODEL_FILE)
+    meta = read_model_json(path, keys=keys or {}, required=required)
+    if meta["kind"] != cls.kind:
+        raise refuse(file, _WHAT, f"holds a '{meta['kind']}' model, not '{cls.kind}'")
+    for key in ("n_users", "n_items"):
+        if meta[key] < 1:
+            raise refuse(file, _WHAT, f"'{key}' must be positive, found {meta[key]}")
+    params = dict(meta["params"])
+    for old, new in (renamed or {}).items():
+        if old in params and new not in params:
+            params[new] = params.pop(old)
+    names = cls._param_names()
+    unknown = [name for name in params if name not in names]
+    if unknown:
+        raise refuse(file, _WHAT, f"unknown parameter '{unknown[0]}' for a '{cls.kind}' "
+                                  f"model (parameters: {', '.join(names)})")
     for name in tuples:
         if isinstance(params.get(name), list):
             params[name] = tuple(params[name])
-    try:
-        model = cls(**params)
-    except TypeError as exc:
-        raise RecompareError(f"{path}/{MODEL_FILE} has unexpected parameters: {exc}") from None
-    missing = [key for key in ("fingerprint", "n_users", "n_items") if key not in meta]
-    if missing:
-        raise RecompareError(f"{path}/{MODEL_FILE} is incomplete: missing {', '.join(missing)}")
+    model = cls(**params)
     model.fingerprint_ = meta["fingerprint"]
     model.n_users_ = int(meta["n_users"])
     model.n_items_ = int(meta["n_items"])
     model.fit_info_ = meta.get("fit_info", {})
     model.seen_ = None
     return model, meta
+
+
+def read_model_arrays(path: str | os.PathLike, specs: Mapping[str, ArraySpec],
+                      dims: dict[str, int]) -> dict[str, np.ndarray]:
+    """Read ``arrays.npz`` of a saved model directory through the guarded reader.
+
+    ``specs`` gives each array's dtype kind and shape in named dimensions (``n_users``,
+    ``n_items``, ``dim``, ...); ``dims`` holds the sizes already known from ``model.json``.
+    Missing, unknown, object, mistyped, misshapen or non-finite arrays are refused in one
+    line naming the file.
+    """
+    return read_npz(own_file(path, ARRAYS_FILE), specs, what="model arrays", dims=dims)
 
 
 def _check_k(k: int, n_items: int) -> None:
@@ -333,12 +364,37 @@ def _check_k(k: int, n_items: int) -> None:
         raise RecompareError(f"k={k} is larger than the catalogue ({n_items} items)")
 
 
-def read_model_json(path: str | os.PathLike) -> dict:
-    """Parse ``model.json`` of a saved model directory, with a clear error."""
-    file = Path(path) / MODEL_FILE
-    if not file.is_file():
+#: Keys of every ``model.json``; families add their own through ``read_saved_model(keys=)``.
+MODEL_KEYS: dict[str, TypeSpec] = {"kind": str, "params": dict, "fingerprint": str,
+                                   "n_users": int, "n_items": int}
+_OPTIONAL_KEYS: dict[str, TypeSpec] = {"fit_info": dict}
+_WHAT = "model description"
+
+
+def read_model_json(path: str | os.PathLike, keys: Mapping[str, TypeSpec] | None = None,
+                    required: Mapping[str, TypeSpec] | None = None) -> dict:
+    """Parse ``model.json`` of a saved model directory through the guarded reader.
+
+    Parameters
+    ----------
+    path : path of the saved model directory (``model.json`` is the fixed name inside it)
+    keys : mapping of str to type, optional
+        The family's optional keys: with it, every key that is neither common
+        (:data:`MODEL_KEYS`, ``fit_info``) nor in ``keys`` is refused; without it (to find
+        out the kind before the family is known) other keys are let through.
+    required : mapping of str to type, optional
+        The family's required keys, beyond :data:`MODEL_KEYS`.
+
+    Raises
+    ------
+    RecompareError
+        One line naming the file: missing, not JSON, a missing, unknown or mistyped key.
+    """
+    if not Path(path).is_dir():
+        raise RecompareError(f"{path} is not a saved model directory")
+    file = own_file(path, MODEL_FILE)
+    if not file.exists():
         raise RecompareError(f"{path} is not a saved model (no {MODEL_FILE})")
-    try:
-        return json.loads(file.read_text())
-    except ValueError as exc:
-        raise RecompareError(f"cannot parse {file}: {exc}") from None
+    return read_json(file, {**MODEL_KEYS, **(required or {})},
+                     {**_OPTIONAL_KEYS, **(keys or {})}, what=_WHAT,
+                     allow_unknown=keys is None)

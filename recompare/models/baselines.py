@@ -20,11 +20,19 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._atomic import atomic_dir
+from .._io import ArraySpec
 from ..errors import RecompareError
 from ..evaluate.leakage import majority_groups
-from .base import MODEL_FILE, Callback, FactorModel, Recommender, n_new_users, read_saved_model
-
-ARRAYS_FILE = "arrays.npz"
+from .base import (
+    ARRAYS_FILE,
+    MODEL_FILE,
+    Callback,
+    FactorModel,
+    Recommender,
+    n_new_users,
+    read_model_arrays,
+    read_saved_model,
+)
 
 #: in a group-aware popularity model, how much global popularity counts next to the
 #: in-group term; small so that every in-group item outranks every other item
@@ -34,29 +42,28 @@ _GLOBAL_WEIGHT = 1e-3
 class _SavedArrays(Recommender):
     """Save/load shared by the baselines: ``model.json`` plus one ``.npz`` of named arrays."""
 
-    _array_names: ClassVar[tuple[str, ...]] = ()
+    #: the saved arrays: attribute name -> dtype kind and shape (named dimensions)
+    _array_specs: ClassVar[dict[str, ArraySpec]] = {}
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``model.json`` and ``arrays.npz`` to the directory ``path`` atomically."""
         self._check_fitted()
         with atomic_dir(path, overwrite=overwrite) as tmp:
-            arrays = {name: getattr(self, name) for name in self._array_names}
+            arrays = {name: getattr(self, name) for name in self._array_specs}
             np.savez(tmp / ARRAYS_FILE, **arrays)
             (tmp / MODEL_FILE).write_text(json.dumps(self._model_json(), indent=2) + "\n")
         return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Recommender:
-        """Read a directory written by :meth:`save` (never unpickles)."""
+        """Read a directory written by :meth:`save` through the guarded readers."""
         model, _ = read_saved_model(cls, path)
-        file = Path(path) / ARRAYS_FILE
-        if not file.is_file():
-            raise RecompareError(f"{path} is incomplete: missing {ARRAYS_FILE}")
-        with np.load(file, allow_pickle=False) as arrays:
-            for name in cls._array_names:
-                if name not in arrays:
-                    raise RecompareError(f"{file} lacks the array '{name}'")
-                setattr(model, name, arrays[name])
+        dims = {"n_users": model.n_users_, "n_items": model.n_items_}
+        if "dim" in model.get_params():
+            dims["dim"] = model.dim
+        arrays = read_model_arrays(path, cls._array_specs, dims)
+        for name in cls._array_specs:
+            setattr(model, name, arrays[name])
         return model
 
 
@@ -89,7 +96,11 @@ class Popularity(_SavedArrays):
 
     kind: ClassVar[str] = "popularity"
     protocols: ClassVar[frozenset[str]] = frozenset({"weak", "strong", "cold"})
-    _array_names = ("item_counts_", "item_groups_", "user_groups_")
+    _array_specs: ClassVar[dict[str, ArraySpec]] = {
+        "item_counts_": ArraySpec("f", ("n_items",)),
+        "item_groups_": ArraySpec("iu", ("n_items",)),
+        "user_groups_": ArraySpec("iu", ("n_users",)),
+    }
 
     def __init__(self, by_group: bool = False) -> None:
         self.by_group = by_group
@@ -177,7 +188,10 @@ class RandomEmbeddings(FactorModel, _SavedArrays):
 
     kind: ClassVar[str] = "random"
     protocols: ClassVar[frozenset[str]] = frozenset({"weak", "strong", "cold"})
-    _array_names = ("user_factors_", "item_factors_")
+    _array_specs: ClassVar[dict[str, ArraySpec]] = {
+        "user_factors_": ArraySpec("f", ("n_users", "dim")),
+        "item_factors_": ArraySpec("f", ("n_items", "dim")),
+    }
 
     def __init__(self, dim: int = 32, random_state: int = 0) -> None:
         self.dim = dim

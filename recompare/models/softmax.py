@@ -29,10 +29,11 @@ import scipy.sparse as sp
 import torch
 
 from .._atomic import atomic_dir
+from .._io import sha256_of
 from .._jsonutil import json_default
 from .._threads import torch_threads
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, Recommender, read_model_json
+from .base import MODEL_FILE, Callback, Recommender, read_saved_model
 from .sampling import NegativeSampler
 from .softmax_training import (
     STATE_FILE,
@@ -45,7 +46,6 @@ from .softmax_training import (
     make_optimizers,
     resume,
     torch_generator,
-    torch_load,
     train_epochs,
     validation_split,
 )
@@ -446,12 +446,14 @@ class SoftmaxDNN(Recommender):
 
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``model.json``, ``state.pt`` (state_dict) and ``arrays.npz``."""
+        """Write ``state.pt`` (state_dict), ``arrays.npz`` and ``model.json`` (which records
+        the SHA-256 of ``state.pt``: torch does not checksum tensor bytes)."""
         self._check_fitted()
         meta = self._model_json(schema=self.schema_.to_json(), features=self.n_features_)
         meta["params"] = {k: jsonable(v) for k, v in meta["params"].items()}
         with atomic_dir(path, overwrite=overwrite) as tmp:
             torch.save(self.tower_.state_dict(), tmp / STATE_FILE)
+            meta["state_sha256"] = sha256_of(tmp / STATE_FILE)
             np.savez(tmp / ARRAYS_FILE, query_embeddings=self.query_embeddings_,
                      item_embeddings=self.item_embeddings_, **self.schema_.arrays())
             (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
@@ -459,38 +461,29 @@ class SoftmaxDNN(Recommender):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SoftmaxDNN:
-        """Read a directory written by :meth:`save` (``weights_only`` torch load, no pickle)."""
-        root = Path(path)
-        meta = read_model_json(root)
-        if meta.get("kind") != cls.kind:
-            raise RecompareError(f"{root} holds a '{meta.get('kind')}' model, not '{cls.kind}'")
-        params = dict(meta["params"])
-        if isinstance(params.get("hidden"), list):
-            params["hidden"] = tuple(params["hidden"])
-        if isinstance(params.get("features"), list):
-            params["features"] = tuple(params["features"])
-        model = cls(**params)
-        try:
-            with np.load(root / ARRAYS_FILE, allow_pickle=False) as arrays:
-                data = {k: arrays[k] for k in arrays.files}
-        except (OSError, ValueError) as exc:
-            raise RecompareError(f"cannot read {root / ARRAYS_FILE}: {exc}") from None
-        schema = FeatureSchema.from_json(meta["schema"], data)
-        tower = model._build_tower(int(meta["n_items"]), schema)
-        tower.load_state_dict(torch_load(root / STATE_FILE))
+        """Read a directory written by :meth:`save` through the guarded readers
+        (:mod:`.softmax_files`: checked keys and arrays, ``weights_only`` torch load)."""
+        from .softmax_files import (
+            SAVED_KEYS,
+            SAVED_REQUIRED,
+            build_tower,
+            load_tower_state,
+            read_schema,
+        )
+
+        model, meta = read_saved_model(cls, path, ("hidden", "features"), keys=SAVED_KEYS,
+                                       required=SAVED_REQUIRED)
+        schema, data = read_schema(path, meta, model)
+        tower = build_tower(path, model, schema)
+        load_tower_state(path, meta, tower)
         tower.eval()
         model.schema_ = schema
         model._set_protocols()
         model.tower_ = tower
-        model.fingerprint_ = meta["fingerprint"]
-        model.n_users_ = int(meta["n_users"])
-        model.n_items_ = int(meta["n_items"])
         model.n_features_ = list(meta.get("features", []))
-        model.fit_info_ = meta.get("fit_info", {})
         model.query_embeddings_ = data["query_embeddings"]
         model.item_embeddings_ = data["item_embeddings"]
         return model
-
 
 
 __all__ = ["SoftmaxDNN"]

@@ -11,7 +11,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +18,8 @@ import scipy.sparse as sp
 import torch
 
 from .._atomic import atomic_dir
+from .._io import sha256_of
 from .._jsonutil import json_default
-from ..errors import RecompareError
 from .sampling import (
     MatmulTimer,
     NegativeSampler,
@@ -67,15 +66,6 @@ def torch_generator(seed: int, stream: int) -> torch.Generator:
     """An independent torch generator per (seed, stream): epochs replay exactly on resume."""
     seq = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, stream])
     return torch.Generator().manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
-
-
-def torch_load(path: Path) -> Any:
-    if not path.is_file():
-        raise RecompareError(f"missing file {path}")
-    try:
-        return torch.load(path, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a corrupt file must give one clear line
-        raise RecompareError(f"cannot read {path}: {exc}") from None
 
 
 def binary_safe(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -321,6 +311,7 @@ def write_checkpoint(path, run: FitRun, params: dict, fingerprint: str) -> None:
     }
     with atomic_dir(path, overwrite=True) as tmp:
         torch.save(payload, tmp / STATE_FILE)
+        meta["state_sha256"] = sha256_of(tmp / STATE_FILE)  # torch checksums no tensor bytes
         (tmp / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
 
 
@@ -328,40 +319,14 @@ def resume(path, run: FitRun, params: dict, fingerprint: str) -> None:
     """Load into ``run`` the weights, optimiser state and progress of the checkpoint
     ``path``, written by :func:`write_checkpoint`.
 
-    Raises :class:`RecompareError` when ``path`` is no checkpoint, or was written on
-    another data set (``fingerprint``) or with other ``params`` (see
+    Every file is read through the guarded readers (:func:`.softmax_files.read_checkpoint`).
+    Raises :class:`RecompareError` when ``path`` is no checkpoint, is damaged, or was
+    written on another data set (``fingerprint``) or with other ``params`` (see
     :func:`comparable_params`).
     """
-    root = Path(path)
-    meta_file = root / CHECKPOINT_FILE
-    if not meta_file.is_file():
-        raise RecompareError(f"{root} is not a softmax checkpoint (no {CHECKPOINT_FILE})")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except ValueError as exc:
-        raise RecompareError(f"cannot parse {meta_file}: {exc}") from None
-    if meta.get("fingerprint") != fingerprint:
-        raise RecompareError(
-            f"checkpoint {root} was written while training on another data set "
-            f"(fingerprint {meta.get('fingerprint')}, data set {fingerprint})")
-    theirs = meta.get("params", {})
-    differ = sorted(k for k in set(params) | set(theirs) if params.get(k) != theirs.get(k))
-    if differ:
-        raise RecompareError(
-            f"checkpoint {root} was written with different parameters "
-            f"({', '.join(differ)}); only {', '.join(RESUMABLE_CHANGES)} may change")
-    payload = torch_load(root / STATE_FILE)
-    run.tower.load_state_dict(payload["model"])
-    for opt, sd in zip(run.optimizers, payload["optimizers"]):
-        opt.load_state_dict(sd)
-    saved = meta.get("state", {})
-    run.state.update(epoch=int(saved.get("epoch", 0)),
-                     best_score=(-math.inf if saved.get("best_score") is None
-                                 else float(saved["best_score"])),
-                     best_epoch=int(saved.get("best_epoch") or 0),
-                     bad_epochs=int(saved.get("bad_epochs", 0)))
-    run.history.extend(meta.get("history", []))
-    run.best_state = payload.get("best_model")
+    from .softmax_files import read_checkpoint  # it imports this module
+
+    read_checkpoint(path, run, params, fingerprint)
 
 
 def jsonable(value: Any) -> Any:

@@ -62,16 +62,36 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._atomic import atomic_dir
+from .._io import ArraySpec, own_file, refuse
 from .._jsonutil import json_default
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, FactorModel, n_new_users, read_model_json
-from .wals_cold import ColdStart, cold_embeddings, fit_cold_start
+from .base import (
+    ARRAYS_FILE,
+    MODEL_FILE,
+    Callback,
+    FactorModel,
+    n_new_users,
+    read_model_arrays,
+    read_saved_model,
+)
+from .wals_cold import ColdStart, check_columns, cold_embeddings, fit_cold_start
 from .wals_params import item_weight_vector, validate
 
 if TYPE_CHECKING:
     from .wals_solver import Problem
 
-ARRAYS_FILE = "arrays.npz"
+#: model.json keys of WALS beyond the common ones ("arrays": written by older versions)
+_SAVED_KEYS = {"cold_start": dict, "arrays": str}
+#: arrays.npz of WALS, shapes in named dimensions (see :func:`read_model_arrays`)
+_ARRAY_SPECS = {
+    "user_factors": ArraySpec("f", ("n_users", "dim")),
+    "item_factors": ArraySpec("f", ("n_items", "dim")),
+    "global_mean": ArraySpec("f", ("dim",)),
+    "cold_codes": ArraySpec("iu", ("n_tuples", "n_columns")),
+    "cold_means": ArraySpec("f", ("n_tuples", "dim")),
+    "cold_counts": ArraySpec("iu", ("n_tuples",)),
+    "item_weight": ArraySpec("f", ("n_items",), required=False),
+}
 
 
 class WALS(FactorModel):
@@ -404,7 +424,7 @@ class WALS(FactorModel):
         params = self.get_params()
         if not isinstance(params["item_weights"], str):
             params["item_weights"] = [float(v) for v in params["item_weights"]]
-        meta = self._model_json(arrays=ARRAYS_FILE, cold_start={"columns": self.cold_columns_})
+        meta = self._model_json(cold_start={"columns": self.cold_columns_})
         meta["params"] = params
         with atomic_dir(path, overwrite=overwrite) as tmp:
             np.savez(tmp / ARRAYS_FILE, **arrays)
@@ -413,35 +433,27 @@ class WALS(FactorModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WALS:
-        """Read a directory written by :meth:`save` (``allow_pickle=False``)."""
-        meta = read_model_json(path)
-        if meta.get("kind") != cls.kind:
-            raise RecompareError(f"{path} holds a '{meta.get('kind')}' model, not '{cls.kind}'")
-        params = dict(meta.get("params", {}))
-        if "factors" in params and "dim" not in params:  # written before the rename
-            params["dim"] = params.pop("factors")
-        try:
-            model = cls(**params)
-            with np.load(Path(path) / meta.get("arrays", ARRAYS_FILE),
-                         allow_pickle=False) as arrays:
-                model.user_factors_ = arrays["user_factors"]
-                model.item_factors_ = arrays["item_factors"]
-                model.global_mean_ = arrays["global_mean"]
-                model.cold_codes_ = arrays["cold_codes"]
-                model.cold_means_ = arrays["cold_means"]
-                model.cold_counts_ = arrays["cold_counts"]
-                model.item_weight_ = arrays.get("item_weight")
-        except (OSError, KeyError, TypeError, ValueError) as exc:
-            raise RecompareError(f"cannot read WALS model {path}: {exc}") from None
-        model.cold_columns_ = meta.get("cold_start", {}).get("columns", [])
-        model.fingerprint_ = meta["fingerprint"]
-        model.n_users_ = int(meta["n_users"])
-        model.n_items_ = int(meta["n_items"])
-        model.fit_info_ = meta.get("fit_info", {})
-        model.seen_ = None
-        if model.user_factors_.shape != (model.n_users_, model.dim) or \
-                model.item_factors_.shape != (model.n_items_, model.dim):
-            raise RecompareError(f"WALS model {path} has factor arrays of the wrong shape")
+        """Read a directory written by :meth:`save` through the guarded readers.
+
+        The file names are fixed by the format; a ``"arrays"`` key that older versions
+        wrote in ``model.json`` is accepted only when it names ``arrays.npz``.
+        """
+        model, meta = read_saved_model(cls, path, keys=_SAVED_KEYS, renamed={"factors": "dim"})
+        file = own_file(path, MODEL_FILE)
+        if meta.get("arrays", ARRAYS_FILE) != ARRAYS_FILE:
+            raise refuse(file, "model description", f"'arrays' must be '{ARRAYS_FILE}' (file "
+                         "names are fixed by the format, never read from model.json)")
+        model.cold_columns_ = check_columns(meta.get("cold_start", {"columns": []}), file)
+        dims = {"n_users": model.n_users_, "n_items": model.n_items_, "dim": model.dim,
+                "n_columns": len(model.cold_columns_)}
+        arrays = read_model_arrays(path, _ARRAY_SPECS, dims)
+        model.user_factors_ = arrays["user_factors"]
+        model.item_factors_ = arrays["item_factors"]
+        model.global_mean_ = arrays["global_mean"]
+        model.cold_codes_ = arrays["cold_codes"]
+        model.cold_means_ = arrays["cold_means"]
+        model.cold_counts_ = arrays["cold_counts"]
+        model.item_weight_ = arrays.get("item_weight")
         return model
 
     # ---------------------------------------------------------- objective

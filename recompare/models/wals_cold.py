@@ -10,10 +10,13 @@ the table saves to the model's ``.npz`` as named arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from .._io import check_keys, refuse
 
 #: numeric user features are cut into this many quantile bins for cold start
 NUMERIC_BINS = 5
@@ -140,3 +143,29 @@ def cold_embeddings(table: ColdStart, features: pd.DataFrame | None,
             mean = (weight[found] @ means) / total[found, None]
             out[start:start + chunk][found] = mean.astype(np.float32)
     return out
+
+
+def check_columns(cold_start: dict, file: Path) -> list[dict]:
+    """The column specs of a saved ``"cold_start"`` object, checked key by key.
+
+    Raises :class:`RecompareError` naming ``file`` (the model's ``model.json``) for a spec
+    that :func:`feature_codes` could not use.
+    """
+    what = "model description"
+    check_keys(cold_start, {"columns": list}, path=file, what=what, where="cold_start")
+    columns = cold_start["columns"]
+    for j, spec in enumerate(columns):
+        where = f"cold_start column {j}"
+        check_keys(spec, {"name": str, "kind": str}, {"edges": list, "values": list},
+                   path=file, what=what, where=where)
+        if spec["kind"] == "numeric":
+            ok = "edges" in spec and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                         for v in spec["edges"])
+        elif spec["kind"] == "categorical":
+            ok = "values" in spec and all(isinstance(v, str) for v in spec["values"])
+        else:
+            raise refuse(file, what, f"{where}: unknown kind '{spec['kind']}'")
+        if not ok:
+            raise refuse(file, what, f"{where}: needs numeric 'edges' or text 'values' "
+                                     f"for its kind '{spec['kind']}'")
+    return columns
