@@ -13,11 +13,14 @@ _MODULES = {
     "scaling": "recompare.bench.scaling",
     "serving": "recompare.bench.serving",
     "data": "recompare.bench.data",
+    "scale": "recompare.bench.scale",
 }
+#: run only when named: needs the spark extra and a Java runtime
+OPT_IN = ("scale",)
 
 
 @click.command("bench")
-@click.argument("suite", type=click.Choice(SUITES + ("all",)), default="all")
+@click.argument("suite", type=click.Choice(SUITES + OPT_IN + ("all",)), default="all")
 @click.option("--scale", type=click.Choice(("tiny", "small", "full")), default="small",
               show_default=True,
               help="tiny: seconds, exercises every script (CI); full: the figures in the issues.")
@@ -33,12 +36,15 @@ def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
     machine's memory bandwidth and exact search for serving), because absolute
     times on a shared machine are noisy while ratios hold.  `serving` measures
     approximate search too when faiss is installed (pip install 'recompare[ann]').
+    `scale` (Spark ALS vs local WALS, local[2]) runs only when named: it needs
+    pip install 'recompare[spark]' and Java 17.
 
     \b
     Examples:
       recompare bench all --scale tiny          # every script, in seconds
       recompare bench wals --scale full --json  # the WALS figures against implicit
       recompare bench serving --scale full      # catalogue sweep up to 10^6 items
+      recompare bench scale --scale small       # Spark / local WALS ratios
     """
     import importlib
     import time

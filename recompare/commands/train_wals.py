@@ -42,10 +42,11 @@ def _model_options(func):
 
 def _regularization_options(func):
     """``--regularization``, ``--reg-scaling``."""
-    func = click.option("--reg-scaling", type=click.Choice(("none", "frequency")),
+    func = click.option("--reg-scaling", type=click.Choice(("none", "frequency", "observed")),
                         default=DEFAULTS["reg_scaling"], show_default=True,
                         help="none: lambda for every row; frequency: lambda (n_u + w0 n)^nu "
-                             "(Rendle et al.), scaled by each row's entries.")(func)
+                             "(Rendle et al.), scaled by each row's entries; observed: "
+                             "lambda n_u (Spark's scaling).")(func)
     func = click.option("--regularization", type=float, default=DEFAULTS["regularization"],
                         show_default=True,
                         help="lambda, the L2 penalty on the factors.")(func)
@@ -73,6 +74,20 @@ def _solver_options(func):
                         default=DEFAULTS["solver"], show_default=True,
                         help="cg: a few warm-started conjugate-gradient steps (fast); "
                              "cholesky: exact solves.")(func)
+    return func
+
+
+def _engine_options(func):
+    """``--engine``, ``--spark-master``, ``--spark-conf``."""
+    func = click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
+                        help="A Spark setting for --engine spark (repeatable).")(func)
+    func = click.option("--spark-master", default="local[*]", show_default=True,
+                        help="Spark master URL for --engine spark (spark://host:port, yarn, "
+                             "k8s://...).")(func)
+    func = click.option("--engine", type=click.Choice(("local", "spark")), default="local",
+                        show_default=True,
+                        help="local: this process; spark: Spark MLlib's implicit ALS on the "
+                             "same objective (extra recompare[spark]; docs/wals.md).")(func)
     return func
 
 
@@ -134,12 +149,14 @@ def _memory() -> Iterator[dict]:
 @_regularization_options
 @_weight_options
 @_solver_options
+@_engine_options
 @seed_option
 @click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
 @json_option
 def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
                iterations: int, regularization: float, reg_scaling: str, weighting: str,
-               alpha: float, solver: str, cg_steps: int, threads: int, random_state: int,
+               alpha: float, solver: str, cg_steps: int, threads: int, engine: str,
+               spark_master: str, spark_conf: tuple[str, ...], random_state: int,
                overwrite: bool, as_json: bool) -> None:
     """Fit weighted ALS matrix factorization on DATASET and save it to MODEL (-o).
 
@@ -155,6 +172,8 @@ def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
       recompare train-wals data/planted -o models/wals
       recompare train-wals data/planted -o models/wals-w0 --unobserved-weight 0   # folds
       recompare train-wals data/planted -o models/wals-exact --solver cholesky --json
+      recompare train-wals data/planted -o models/wals-spark --engine spark \
+          --reg-scaling observed --spark-master local[2]
     """
     if Path(output).exists() and not overwrite:
         raise RecompareError(f"output path {output} already exists; choose another or pass "
@@ -171,8 +190,17 @@ def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
                  alpha=alpha, iterations=iterations, solver=solver, cg_steps=cg_steps,
                  random_state=random_state, threads=threads)
     model.check(data)  # bad input fails here, before the progress bar appears
-    with _progress(stderr_console(), iterations) as callback, _memory() as memory:
-        model.fit(data, callback=callback)
+    if engine == "spark":
+        from ..models import wals_spark
+
+        wals_spark.spark_mapping(model)  # an objective Spark cannot express fails first
+        conf = wals_spark.parse_conf(spark_conf)
+        with wals_spark.spark_session(spark_master, conf) as session, \
+                _progress(stderr_console(), iterations) as callback, _memory() as memory:
+            wals_spark.fit_spark(model, data, session=session, callback=callback)
+    else:
+        with _progress(stderr_console(), iterations) as callback, _memory() as memory:
+            model.fit(data, callback=callback)
     model.save(output, overwrite=overwrite)
     info = model.fit_info_
     summary = {

@@ -17,9 +17,11 @@ The objective, with user factors ``x_u`` and item factors ``y_i`` (``k`` each)::
   (``1 + alpha r``) or ``log`` (``1 + alpha log(1 + r / epsilon)``); ``v_i`` are
   optional per-item weights (inverse frequency, or any positive array).
 * ``t_ui`` is 1 (implicit feedback, the default) or the interaction value.
-* ``lambda_u = lambda`` (``reg_scaling="none"``) or
-  ``lambda (n_u + w0 n_items) ** nu`` (``"frequency"``, Rendle et al. 2022),
-  with ``n_u`` the user's number of observed items; items alike.
+* ``lambda_u = lambda`` (``reg_scaling="none"``),
+  ``lambda (n_u + w0 n_items) ** nu`` (``"frequency"``, Rendle et al. 2022) or
+  ``lambda n_u ** nu`` (``"observed"``: with ``nu = 1`` Spark MLlib's scaling, see
+  :mod:`recompare.models.wals_spark`), with ``n_u`` the user's number of
+  observed items; items alike.
 
 The unobserved pairs are never visited.  For a user the normal equations are
 ``A_u x_u = b_u`` with::
@@ -104,10 +106,11 @@ class WALS(FactorModel):
         weights near 1.  0 fits observed entries only (prone to folding).
     regularization : float
         ``lambda`` >= 0.
-    reg_scaling : {"none", "frequency"}
-        Constant ``lambda``, or ``lambda (n_u + w0 n) ** reg_exponent`` per row.
+    reg_scaling : {"none", "frequency", "observed"}
+        Constant ``lambda``, ``lambda (n_u + w0 n) ** reg_exponent`` or
+        ``lambda n_u ** reg_exponent`` per row (``n_u``: the row's observed entries).
     reg_exponent : float
-        ``nu`` of the frequency scaling.
+        ``nu`` of the frequency and observed scalings.
     weighting : {"constant", "linear", "log"}
         Observed weight ``f(r)``: 1, ``1 + alpha r`` or ``1 + alpha log(1 + r / epsilon)``.
     alpha, epsilon : float
@@ -213,7 +216,9 @@ class WALS(FactorModel):
         lam = float(self.regularization)
         if self.reg_scaling == "none":
             return np.full(len(counts), lam)
-        base = counts.astype(np.float64) + float(self.unobserved_weight) * n_other
+        base = counts.astype(np.float64)
+        if self.reg_scaling == "frequency":
+            base = base + float(self.unobserved_weight) * n_other
         return lam * base ** float(self.reg_exponent)
 
     # ----------------------------------------------------------------- fit

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 SOLVERS = ("cg", "cholesky")
 WEIGHTINGS = ("constant", "linear", "log")
-REG_SCALINGS = ("none", "frequency")
+REG_SCALINGS = ("none", "frequency", "observed")
 TARGETS = ("binary", "values")
 ITEM_WEIGHTINGS = ("none", "inverse_frequency", "inverse_sqrt_frequency")
 DTYPES = ("float32", "float64")

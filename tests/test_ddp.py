@@ -1,0 +1,107 @@
+"""Data-parallel helpers: 2 CPU processes (gloo) take the same steps as 1 process with
+the same global batch, only rank 0 writes, and the one-line errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recompare.errors import RecompareError
+from recompare.models import ddp
+
+GLOBAL_BATCH = 7  # 40 rows: shards of 4 and 3 rows, and a last batch of 5 (3 + 2)
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 6, generator=gen, dtype=torch.float64)
+    y = x @ torch.randn(6, 1, generator=gen, dtype=torch.float64) + 0.1
+    return x, y
+
+
+def _train(ctx: ddp.Distributed, out: str | None = None) -> dict:
+    """Three epochs of Adam on a small regression, each process on its shard of the batch."""
+    x, y = _data()
+    torch.manual_seed(1)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Tanh(),
+                                 torch.nn.Linear(4, 1)).double()
+    model = ddp.wrap(module, ctx)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for epoch in range(3):
+        order = np.random.default_rng([0, epoch]).permutation(len(x))  # same on every rank
+        total = 0.0
+        for start in range(0, len(order), GLOBAL_BATCH):
+            batch = order[start:start + GLOBAL_BATCH]
+            rows = torch.from_numpy(ddp.shard(batch, ctx))
+            loss = ((model(x[rows]) - y[rows]) ** 2).mean()
+            optimizer.zero_grad()
+            (loss * ddp.loss_scale(len(rows), len(batch), ctx)).backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(rows)
+        losses.append(ddp.all_mean(total, ctx) * ctx.world_size / len(x))
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    ddp.barrier(ctx)
+    if out is not None and ddp.is_main(ctx):
+        torch.save({"state": state, "losses": torch.tensor(losses, dtype=torch.float64)}, out)
+    return {"state": state, "losses": losses}
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    single = _train(ddp.Distributed())
+    out = tmp_path / "two.pt"
+    ddp.launch(2, _train, str(out))
+    two = torch.load(out, weights_only=True)
+    for name, value in single["state"].items():
+        torch.testing.assert_close(two["state"][name], value, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(two["losses"].numpy(), single["losses"], rtol=1e-10)
+    assert single["losses"][-1] < single["losses"][0]
+
+
+def test_shards_cover_the_batch_once():
+    batch = np.arange(11)
+    parts = [ddp.shard(batch, ddp.Distributed(rank=r, world_size=3)) for r in range(3)]
+    assert sorted(np.concatenate(parts).tolist()) == batch.tolist()
+    scales = [ddp.loss_scale(len(p), len(batch), ddp.Distributed(rank=0, world_size=3))
+              for p in parts]
+    assert sum(s * len(p) for s, p in zip(scales, parts)) / 3 == pytest.approx(
+        sum(len(p) ** 2 for p in parts) / 11)
+
+
+def test_failure_in_a_process_is_one_line():
+    with pytest.raises(RecompareError, match="a training process failed"):
+        ddp.launch(2, _fail)
+
+
+def _fail(ctx: ddp.Distributed) -> None:
+    if ctx.rank == 1:
+        raise ValueError("boom on rank 1")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_processes_must_be_positive(bad):
+    with pytest.raises(RecompareError, match="processes must be an integer >= 1"):
+        ddp.check_processes(bad)
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RecompareError, match="no CUDA GPU"):
+        ddp.resolve_device("cuda")
+    assert ddp.resolve_device("auto") == "cpu"
+    with pytest.raises(RecompareError, match="device must be one of"):
+        ddp.resolve_device("tpu")
+
+
+def test_torchrun_environment(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert ddp.from_environment() is None
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert ddp.from_environment() == ddp.Distributed(rank=1, world_size=2)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(RecompareError, match="inconsistent"):
+        ddp.from_environment()
