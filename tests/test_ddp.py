@@ -105,3 +105,35 @@ def test_torchrun_environment(monkeypatch):
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(RecompareError, match="inconsistent"):
         ddp.from_environment()
+
+
+def test_device_cuda_without_a_gpu_is_refused_by_topk_and_train_wals(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from recompare.cli import main as cli
+    from recompare.models.topk import topk_dot
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    items = np.eye(4, dtype=np.float32)
+    with pytest.raises(RecompareError, match="no CUDA GPU"):
+        topk_dot(items, items, 2, device="cuda")
+    ids, _ = topk_dot(items, items, 1, device="auto")  # auto falls back to the CPU
+    assert ids[:, 0].tolist() == [0, 1, 2, 3]
+    out = tmp_path / "wals"
+    result = CliRunner().invoke(cli, ["train-wals", "data/planted", "-o", str(out),
+                                      "--device", "cuda"])
+    assert result.exit_code == 1 and "no CUDA GPU" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_train_wals_on_cuda_says_the_solver_is_cpu_only(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from recompare.cli import main as cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    out = tmp_path / "wals"
+    result = CliRunner().invoke(cli, ["train-wals", "data/planted", "-o", str(out),
+                                      "--device", "cuda"])
+    assert result.exit_code == 1 and "runs on CPU only" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
