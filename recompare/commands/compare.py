@@ -131,7 +131,7 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
         from ..report.comparison import rich_tables
 
         out = stdout_console()
-        for table in rich_tables(results):
+        for table in rich_tables(results, out.width):
             out.print(table)
 
 

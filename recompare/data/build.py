@@ -324,11 +324,9 @@ def preparation_warnings(dataset: Dataset) -> list[str]:
         notes.append(f"{merged:,} repeated (user, item) rows merged into one each "
                      f"(--duplicates {options.get('duplicates', 'auto')})")
     for key, text in (
-        ("below_min_rating", f"rows below --min-rating {options.get('min_rating') or 0:g} "
-                             "dropped"),
+        ("below_min_rating", f"rows below --min-rating {options.get('min_rating') or 0:g} dropped"),
         ("zero_values_dropped", "rows with value 0 dropped (0 is no interaction)"),
-        ("kcore_removed", "rows dropped by --min-user-interactions / "
-                          "--min-item-interactions"),
+        ("kcore_removed", "rows dropped by --min-user/item-interactions (k-core)"),
     ):
         if stats.get(key):
             notes.append(f"{stats[key]:,} {text}")
@@ -374,6 +372,7 @@ def _positives_note(dataset: Dataset) -> list[str]:
     lowest, highest = float(values.min()), float(values.max())
     n_lowest = int((values == lowest).sum())
     example = f"{highest * 0.8:g}" if highest <= 10 else "N"
-    return [f"every interaction counts as a positive, whatever its value ({lowest:g} .. "
+    text = (f"every interaction counts as a positive, whatever its value ({lowest:g} .. "
             f"{highest:g}), the {n_lowest:,} of value {lowest:g} too; --min-rating {example} "
-            f"keeps only values >= {example} (as 1)"]
+            f"keeps only values >= {example} (as 1)")
+    return [text]
