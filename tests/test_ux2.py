@@ -67,7 +67,7 @@ def test_min_rating_silences_the_positives_warning_and_reports_the_drop(tmp_path
     assert result.exit_code == 0, result.output
     warnings = json.loads(result.stdout)["warnings"]
     assert not any("positive" in w for w in warnings)
-    assert "3 rows below --min-rating 4 dropped"  # 0.5, 3.5 and 1 in warnings
+    assert "3 rows below --min-rating 4 dropped" in warnings  # 0.5, 3.5 and 1
 
 
 def test_clean_binary_log_has_no_warnings(tmp_path):
