@@ -53,20 +53,23 @@ def main() -> None:
 
     \b
     A typical session:
-      recompare data synth data/planted              # or: data prepare ml-100k/ my-data
-      recompare train-wals data/planted -o models/wals
-      recompare train-dnn data/planted -o models/dnn
-      recompare evaluate data/planted models/wals models/dnn popularity --folding-report
-      recompare compare data/planted -o report/        # all of it, with a report
+      recompare data synth planted                   # or: data prepare ml-100k/ my-data
+      recompare train-wals planted -o models/wals
+      recompare train-dnn planted -o models/dnn
+      recompare evaluate planted models/wals models/dnn popularity --folding-report
+      recompare compare planted -o report/             # all of it, with a report
     """
 
 
 # ------------------------------------------------------------------ helpers
 def stderr_console():
-    """A rich console on stderr for progress and logs (stdout stays pipeable)."""
+    """A rich console on stderr for progress and logs (stdout stays pipeable).
+
+    Log lines carry the time but not the source location (``data.py:83`` means nothing
+    to a user)."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, log_path=False)
 
 
 def stdout_console():

@@ -24,7 +24,7 @@ OPT_IN = ("scale",)
 @click.option("--scale", type=click.Choice(("tiny", "small", "full")), default="small",
               show_default=True,
               help="tiny: seconds, exercises every script (CI); full: the figures in the issues.")
-@click.option("--output", "output", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Directory for bench.json, bench.md and plots (replaced atomically) "
                    "[default: bench-results/SCALE].")
 @json_option

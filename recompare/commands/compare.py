@@ -118,6 +118,10 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
         raise RecompareError(f"output path {output} already exists; pass --overwrite or "
                              "choose another")
     data = load_dataset(dataset)
+    if not data.protocols:  # refuse here, before the progress bar is drawn
+        raise RecompareError(
+            f"{dataset} has no split to evaluate on; split it first: recompare data split "
+            f"{dataset} OUT --split both (or random, temporal, users)")
     check_ks(k_values, data.n_items)
     variants = default_variants(quick, random_state)
     console = stderr_console()
@@ -144,7 +148,7 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
         from ..report.comparison import rich_tables
 
         out = stdout_console()
-        for table in rich_tables(results):
+        for table in rich_tables(results, out.width):
             out.print(table)
 
 

@@ -91,8 +91,9 @@ def _check_output(out: str, overwrite: bool) -> None:
 def _split_save_report(dataset, out: str, title: str, random_state: int, split_kind: str,
                        test_fraction: float, last_n: int | None, cutoff: str | None,
                        heldout_fraction: float, foldin_fraction: float, overwrite: bool,
-                       as_json: bool) -> None:
-    """Split (unless ``none``), save OUT atomically, log it and report the summary."""
+                       as_json: bool, warnings: list[str] | None = None) -> None:
+    """Split (unless ``none``), save OUT atomically, log it, print ``warnings`` on stderr and
+    report the summary (with the warnings under ``"warnings"`` in JSON)."""
     if split_kind != "none":
         from ..data.splits import split
 
@@ -100,8 +101,25 @@ def _split_save_report(dataset, out: str, title: str, random_state: int, split_k
                         heldout_fraction=heldout_fraction, foldin_fraction=foldin_fraction,
                         last_n=last_n, cutoff=cutoff, seed=random_state)
     dataset.save(out, overwrite=overwrite)
-    stderr_console().log(f"wrote {out}")
-    _report(dataset, out, as_json, title)
+    console = stderr_console()
+    console.log(f"wrote {out}")
+    if warnings:
+        print_warnings(console, warnings)
+    _report(dataset, out, as_json, title, warnings)
+
+
+def print_warnings(console, warnings: list[str]) -> None:
+    """The short block of things a user should know about the data, on ``console``."""
+    from rich.table import Table
+
+    block = Table.grid(padding=(0, 1))
+    block.add_column(style="yellow", no_wrap=True)
+    block.add_column()  # wrapped lines stay indented under their text
+    for text in warnings:
+        block.add_row("  !", text)
+    console.print(f"[bold yellow]{len(warnings)} warning{'s' * (len(warnings) > 1)}[/] "
+                  "(counts in meta.json):", highlight=False)
+    console.print(block, highlight=False)
 
 
 def _progress(console) -> Any:
@@ -112,10 +130,13 @@ def _progress(console) -> Any:
     return callback
 
 
-def _report(dataset, out: str | None, as_json: bool, title: str) -> None:
+def _report(dataset, out: str | None, as_json: bool, title: str,
+            warnings: list[str] | None = None) -> None:
     info = dataset_summary(dataset)
     if out is not None:
         info["path"] = str(out)
+    if warnings is not None:
+        info["warnings"] = list(warnings)
     if as_json:
         echo_json(info)
     else:
@@ -240,6 +261,7 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
           --value-col plays --items artists.csv --group-col language
       recompare data prepare clicks.parquet clicks --min-user-interactions 5 --json
     """
+    from ..data.build import preparation_warnings
     from ..data.loaders import prepare
 
     _check_output(out, options["overwrite"])
@@ -256,7 +278,8 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
             duplicates=duplicates, min_user_interactions=min_user_interactions,
             min_item_interactions=min_item_interactions, chunk_rows=chunk_rows,
             callback=_progress(console))
-        _split_save_report(dataset, out, f"prepared data set {out}", random_state, **options)
+        _split_save_report(dataset, out, f"prepared data set {out}", random_state,
+                           warnings=preparation_warnings(dataset), **options)
 
 
 @data_group.command("mirror")
@@ -270,26 +293,34 @@ def prepare_command(source: str, out: str, fmt: str, user_col: str | None,
               show_default=True,
               help="same: the same item in another copy; random: another copy's item drawn "
                    "by popularity.")
+@click.option("--group-hint/--no-group-hint", default=True, show_default=True,
+              help="Add the user feature group_hint (the user's copy: c0, c1, ...).")
 @all_split_options
 def mirror_command(source: str, out: str, copies: int, cross_rate: float, rewire: str,
-                   random_state: int, **options: Any) -> None:
+                   group_hint: bool, random_state: int, **options: Any) -> None:
     """Copy a prepared data set into k relabelled copies ("languages") and save to OUT.
 
     Copy k holds every user and item with ids prefixed "c<k>:"; its users see
     only its items, except a --cross-rate share of its interactions rewired to
     other copies.  The source's split is dropped and a new one is made.
 
+    Every user gets a user feature group_hint naming its copy (c0, c1, ...): a
+    perfect hint that lets the DNN's query tower tell the copies apart from
+    features alone (cold-start users too).  --no-group-hint leaves it out, so
+    the user features are the source's only.
+
     \b
     Examples:
       recompare data mirror ml100k ml100k-x3 --copies 3
       recompare data mirror ml100k ml100k-leaky --copies 2 --cross-rate 0.01
+      recompare data mirror ml100k ml100k-nohint --no-group-hint
     """
     from ..data.dataset import Dataset
     from ..data.synth import mirror
 
     _check_output(out, options["overwrite"])
     dataset = mirror(Dataset.load(source), copies=copies, cross_rate=cross_rate, seed=random_state,
-                     rewire=rewire)
+                     rewire=rewire, group_hint=group_hint)
     _split_save_report(dataset, out, f"mirrored data set {out}", random_state, **options)
 
 
@@ -438,6 +469,7 @@ def dataset_summary(dataset) -> dict:
         unknown = int((groups < 0).sum())
         if unknown:
             info["items_without_group"] = unknown
+            info["items_without_group_interactions"] = int(per_item[groups < 0].sum())
     return info
 
 
@@ -477,7 +509,10 @@ def info_tables(info: dict, title: str) -> list:
             groups.add_row(name, f"{row['items']:,}", f"{row['users']:,}",
                            f"{row.get('interactions', 0):,}")
         if info.get("items_without_group"):
-            groups.add_row("(none)", f"{info['items_without_group']:,}", "", "")
+            groups.add_row("(no group)", f"{info['items_without_group']:,}", "",
+                           f"{info.get('items_without_group_interactions', 0):,}")
+            groups.caption = "(no group): no group in the item table"
+            groups.caption_justify = "left"
         tables.append(groups)
     if "split" in info:
         split = info["split"]

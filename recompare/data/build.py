@@ -305,3 +305,74 @@ def _feature(values: pd.Series, kind: str, column: str, stats: dict) -> np.ndarr
         return numbers.to_numpy(np.float32)
     return values.astype(object).where(values.notna(), "unknown").astype(str).to_numpy(
         dtype=object)
+
+
+# ------------------------------------------------------------------ warnings
+def preparation_warnings(dataset: Dataset) -> list[str]:
+    """What preparing ``dataset`` did that a user may not expect, one sentence each.
+
+    Read from ``dataset.meta`` (the counts :func:`build` recorded) and the data itself:
+    items missing from the item table or without a group, rows dropped or merged by a
+    policy, and values counted as positive interactions with the flag that changes it.
+    Empty when there is nothing to say.
+    """
+    stats = dataset.meta.get("preparation", {})
+    options = dataset.meta.get("options", {})
+    notes = _item_table_notes(dataset, stats)
+    merged = stats.get("duplicates_merged", 0)
+    if merged:
+        notes.append(f"{merged:,} repeated (user, item) rows merged into one each "
+                     f"(--duplicates {options.get('duplicates', 'auto')})")
+    for key, text in (
+        ("below_min_rating", f"rows below --min-rating {options.get('min_rating') or 0:g} dropped"),
+        ("zero_values_dropped", "rows with value 0 dropped (0 is no interaction)"),
+        ("kcore_removed", "rows dropped by --min-user/item-interactions (k-core)"),
+    ):
+        if stats.get(key):
+            notes.append(f"{stats[key]:,} {text}")
+    missing_users = stats.get("users_missing_from_user_table", 0)
+    if missing_users:
+        notes.append(f"{missing_users:,} users are missing from the user table (their "
+                     "features are filled: median or 'unknown')")
+    for key, count in stats.items():
+        if key.startswith("feature_") and key.endswith("_filled_with_median") and count:
+            column = key[len("feature_"):-len("_filled_with_median")]
+            notes.append(f"{count:,} users have no value for feature {column!r} (median used)")
+    if options.get("min_rating") is None:
+        notes += _positives_note(dataset)
+    return notes
+
+
+def _item_table_notes(dataset: Dataset, stats: dict) -> list[str]:
+    """Items the log has but the item table lacks, items without a group, and catalogue
+    items nobody interacted with."""
+    notes = []
+    missing = stats.get("items_missing_from_item_table", 0)
+    if missing:
+        notes.append(f"{missing:,} items of the log are missing from the item table "
+                     "(no title, no group)")
+    if dataset.item_groups is not None:
+        ungrouped = int((np.asarray(dataset.item_groups) < 0).sum()) - missing
+        if ungrouped > 0:
+            notes.append(f"{ungrouped:,} items have no group in the item table (empty, or "
+                         "'(no genres listed)'); shown as the '(no group)' row")
+    unused = stats.get("catalogue_items_without_interactions", 0)
+    if unused:
+        notes.append(f"{unused:,} items of the item table have no interactions and are "
+                     "left out")
+    return notes
+
+
+def _positives_note(dataset: Dataset) -> list[str]:
+    """Non-binary values (ratings) are all positives: say so, with the lowest value's
+    count and the flag that keeps only high values."""
+    values = dataset.interactions.data
+    if not len(values) or np.all(values == values[0]):
+        return []
+    lowest, highest = float(values.min()), float(values.max())
+    n_lowest = int((values == lowest).sum())
+    example = f"{highest * 0.8:g}" if highest <= 10 else "N"
+    text = (f"every interaction counts as a positive, whatever its value ({lowest:g} .. "
+            f"{highest:g}), the {n_lowest:,} of value {lowest:g} too; --min-rating {example} "
+            f"keeps only values >= {example} (as 1)")
+    return [text]

@@ -26,6 +26,7 @@ def mirror(
     cross_rate: float = 0.0,
     seed: int = 0,
     rewire: str = "same",
+    group_hint: bool = True,
 ) -> Dataset:
     """``copies`` relabelled copies of a data set, one group per copy.
 
@@ -41,6 +42,12 @@ def mirror(
     ``dataset`` is dropped (split the mirror instead); its groups, if any, are
     kept as ``item_info["source_group"]`` and ``user_features["source_group"]``.
 
+    With ``group_hint`` (the default) every user gets a categorical feature
+    ``group_hint`` naming its copy (``c0``, ``c1``, ...): a perfect hint, as
+    the planted data's ``group_hint`` is a noisy one, so query-feature models
+    can learn the copy from it.  ``group_hint=False`` leaves it out (a
+    ``group_hint`` of the source is dropped either way).
+
     Parameters
     ----------
     dataset : Dataset
@@ -48,13 +55,15 @@ def mirror(
     cross_rate : float in [0, 1]
     seed : int
     rewire : {"same", "random"}
+    group_hint : bool
+        Add the user feature ``group_hint`` (the user's copy).
 
     Returns
     -------
     Dataset
         Shape ``(copies * n_users, copies * n_items)``; ``user_groups`` and
         ``item_groups`` give the copy; ``user_features`` are the original
-        features plus ``group_hint`` naming the user's copy.
+        features plus, with ``group_hint``, ``group_hint`` naming the user's copy.
     """
     _check(int(copies) == copies and copies >= 1, f"--copies must be at least 1, got {copies}")
     copies = int(copies)
@@ -77,13 +86,17 @@ def mirror(
                                   dataset.n_users)
     features = features.drop(columns=["group_hint"], errors="ignore")
     features = pd.concat([features] * copies, ignore_index=True)
-    features.insert(0, "group_hint", np.asarray(names, dtype=object)[user_groups])
+    if group_hint:
+        features.insert(0, "group_hint", np.asarray(names, dtype=object)[user_groups])
+    if not features.shape[1]:
+        features = None  # no features at all, as in a data set without a user table
     info = _with_source_group(dataset.item_info, dataset.item_groups, dataset, dataset.n_items)
     info = pd.concat([info] * copies, ignore_index=True) if info.shape[1] else None
     meta = {
         "source": f"mirror:{dataset.meta.get('source', 'dataset')}",
         "options": {"copies": copies, "cross_rate": float(cross_rate), "rewire": rewire,
                     "seed": int(seed), "rewired_interactions": int(n_rewired),
+                    "group_hint": bool(group_hint),
                     "source_fingerprint": dataset.fingerprint},
     }
     user_ids = np.concatenate([np.char.add(p, dataset.users.ids.astype(str)) for p in prefixes])

@@ -26,8 +26,12 @@ def _fmt(value: Any) -> str:
     return fmt(value, 4, significant=True, missing="None")
 
 
-def headline(suite: dict) -> list[tuple[str, Any]]:
-    """The figures a suite declares as its headline (``figures``), else all scalar leaves."""
+def headline(suite: dict, scale: str = "full") -> list[tuple[str, Any]]:
+    """The figures a suite declares as its headline (``figures``), else all scalar leaves.
+
+    Targets are set for ``--scale full``; at a smaller scale a figure's target is shown
+    with that note instead of "met" / "NOT met" (the data are too small to judge it).
+    """
     figures = suite.get("figures")
     if isinstance(figures, dict):
         return list(_flatten(figures))
@@ -37,15 +41,27 @@ def headline(suite: dict) -> list[tuple[str, Any]]:
             label = fig.get("name", "?")
             value = fig.get("value")
             extra = []
-            for key in ("peer_value", "ratio", "target"):
+            for key in ("peer_value", "ratio"):
                 if fig.get(key) is not None:
                     extra.append(f"{key}={_fmt(fig[key])}")
-            if "met" in fig:
-                extra.append("met" if fig["met"] else "NOT met")
+            extra += _target_notes(fig, scale)
             rows.append((label, f"{_fmt(value)} {fig.get('unit', '')} ".strip()
                          + (f" ({'; '.join(extra)})" if extra else "")))
         return rows
     return [(k, v) for k, v in _flatten(suite) if k != "figures"]
+
+
+def _target_notes(fig: dict, scale: str) -> list[str]:
+    """``target=..`` and whether it was met; below full scale, that the target applies
+    at full scale."""
+    notes = []
+    if fig.get("target") is not None:
+        notes.append(f"target={_fmt(fig['target'])}")
+    if scale != "full" and (fig.get("target") is not None or "met" in fig):
+        notes.append("target applies at --scale full")
+    elif "met" in fig:
+        notes.append("met" if fig["met"] else "NOT met")
+    return notes
 
 
 def bench_table(results: dict):
@@ -56,7 +72,7 @@ def bench_table(results: dict):
     table.add_column("figure")
     table.add_column("value", justify="right")
     for name, suite in results.get("suites", {}).items():
-        for label, value in headline(suite):
+        for label, value in headline(suite, str(results.get("scale", "full"))):
             table.add_row(name, label, value if isinstance(value, str) else _fmt(value))
             name = ""
     return table
@@ -72,7 +88,7 @@ def bench_markdown(results: dict) -> str:
     ]
     for name, suite in results.get("suites", {}).items():
         lines += [f"## {name}", "", "| figure | value |", "|---|---|"]
-        for label, value in headline(suite):
+        for label, value in headline(suite, str(results.get("scale", "full"))):
             lines.append(f"| {label} | {value if isinstance(value, str) else _fmt(value)} |")
         lines.append("")
     return "\n".join(lines)

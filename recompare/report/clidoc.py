@@ -27,7 +27,9 @@ def help_text(path: list[str], command: click.Command) -> str:
 
     from ..cli import main
 
-    result = CliRunner().invoke(main, path[1:] + ["--help"], terminal_width=100)
+    # prog_name: the name a user types (click would take it from the function, ``main``)
+    result = CliRunner().invoke(main, path[1:] + ["--help"], terminal_width=100,
+                                prog_name="recompare")
     return result.output
 
 

@@ -32,7 +32,39 @@ def model_rows(results: dict, k: int = 20) -> list[dict]:
     return rows
 
 
-def rich_tables(results: dict) -> list:
+#: value columns of the every-model table, after the labels ``model`` and ``protocol``
+DETAIL_COLUMNS = ("recall@20", "recall_norm@20", "ndcg@20", "coverage@20", "leakage@10",
+                  "excess_leakage@10", "train_s")
+#: their headers in the terminal, on two lines to keep the columns narrow
+DETAIL_HEADERS = {"recall@20": "recall\n@20", "recall_norm@20": "recall_norm\n@20",
+                  "ndcg@20": "ndcg\n@20", "coverage@20": "coverage\n@20",
+                  "leakage@10": "leakage\n@10", "excess_leakage@10": "excess\nleakage@10",
+                  "train_s": "train\nseconds"}
+#: below this many columns the five-column comparison wraps its verdicts into slivers, so
+#: each question is printed as a block of label / text lines instead
+WIDE_LAYOUT_COLUMNS = 140
+
+
+def rich_tables(results: dict, width: int = 120) -> list:
+    """The comparison and every model's numbers as rich tables that fit ``width`` columns.
+
+    The comparison is one row per question when ``width`` allows (at least
+    :data:`WIDE_LAYOUT_COLUMNS`), else one block per question; the every-model table is
+    split over several tables (labels repeated) when its numbers do not fit side by side,
+    so no number is cut.
+    """
+    from .fit import min_width, natural_width, split_to_fit
+
+    table = _wide_comparison(results)
+    if width < WIDE_LAYOUT_COLUMNS or min_width(table) > width:
+        table = _stacked_comparison(results)
+    rows = model_rows(results)
+    details = split_to_fit(lambda chunk, part: _detail_table(rows, chunk, part),
+                           list(DETAIL_COLUMNS), width, measure=natural_width)
+    return [table, *details]
+
+
+def _wide_comparison(results: dict):
     from rich.table import Table
 
     table = Table(title="Matrix factorization vs softmax DNN, measured", show_lines=True)
@@ -41,19 +73,53 @@ def rich_tables(results: dict) -> list:
     for row in results["table"]:
         table.add_row(f"[bold]{row['question']}[/]", row["measure"], row["wals"], row["dnn"],
                       row["verdict"])
-    detail = Table(title="Every model, every protocol")
-    rows = model_rows(results)
-    columns = ["model", "protocol", "recall@20", "recall_norm@20", "ndcg@20", "coverage@20",
-               "leakage@10", "excess_leakage@10", "train_s"]
+    return table
+
+
+def _stacked_comparison(results: dict):
+    """The comparison as a block per question: the measure beside the question, then the
+    WALS, softmax DNN and verdict lines, wrapped under their text."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Matrix factorization vs softmax DNN, measured", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_header=False, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")
+    for row in results["table"]:
+        table.add_row(f"[bold]{row['question']}[/]", f"[italic]{row['measure']}[/]")
+        table.add_row("  WALS", row["wals"])
+        table.add_row("  softmax DNN", row["dnn"])
+        table.add_row("  verdict", row["verdict"])
+        table.add_section()
+    return table
+
+
+def _detail_table(rows: list[dict], columns: list[str], part: str = ""):
+    """Every model and protocol, with the value ``columns`` (a subset of
+    :data:`DETAIL_COLUMNS`); a model that cannot serve a protocol gets its reason."""
+    from rich import box
+    from rich.table import Table
+
+    detail = Table(title=f"Every model, every protocol{part}", title_justify="left",
+                   box=box.SIMPLE_HEAD, pad_edge=False)
+    # fitted at its natural width (nothing wraps): every name and number whole
+    detail.add_column("model", no_wrap=True)
+    detail.add_column("protocol", no_wrap=True)
     for column in columns:
-        detail.add_column(column, justify="left" if column in ("model", "protocol") else "right")
+        detail.add_column(DETAIL_HEADERS[column], justify="right", no_wrap=True)
+    notes = []
     for row in rows:
         if "note" in row:
-            detail.add_row(row["model"], row["protocol"], f"[dim]{row['note']}[/]",
-                           *[""] * (len(columns) - 3))
+            detail.add_row(row["model"], row["protocol"], "n/a", *[""] * (len(columns) - 1))
+            notes.append(f"{row['model']} / {row['protocol']}: {row['note']}")
         else:
-            detail.add_row(*[fmt(row.get(c), 1 if c == "train_s" else 3) for c in columns])
-    return [table, detail]
+            detail.add_row(row["model"], row["protocol"],
+                           *[fmt(row.get(c), 1 if c == "train_s" else 3) for c in columns])
+    if notes:
+        detail.caption = "\n".join(dict.fromkeys(notes))
+        detail.caption_justify = "left"
+    return detail
 
 
 def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
@@ -77,8 +143,7 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
                      f"{row['dnn']} | {row['verdict']} |")
     lines += ["", "## Every model, every protocol", ""]
     rows = model_rows(results)
-    columns = ["model", "protocol", "recall@20", "recall_norm@20", "ndcg@20", "coverage@20",
-               "leakage@10", "excess_leakage@10", "train_s"]
+    columns = ["model", "protocol", *DETAIL_COLUMNS]
     lines.append("| " + " | ".join(columns) + " |")
     lines.append("|" + "---|" * len(columns))
     for row in rows:

@@ -28,8 +28,18 @@ def min_width(renderable: Any) -> int:
     return Measurement.get(console, console.options, renderable).minimum
 
 
+def natural_width(renderable: Any) -> int:
+    """The columns ``renderable`` takes when nothing is wrapped (rich's maximum): a table
+    this wide or narrower is printed as built, nothing squeezed."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(file=io.StringIO(), width=_MEASURE_WIDTH, color_system=None)
+    return Measurement.get(console, console.options, renderable).maximum
+
+
 def split_to_fit(build: Callable[[Sequence[T], str], Any], columns: Sequence[T],
-                 width: int) -> list:
+                 width: int, measure: Callable[[Any], int] = min_width) -> list:
     """Tables of ``build(chunk, part)`` over consecutive chunks of ``columns`` that fit.
 
     Parameters
@@ -41,6 +51,9 @@ def split_to_fit(build: Callable[[Sequence[T], str], Any], columns: Sequence[T],
         The value columns, in display order.
     width : int
         The console's width.
+    measure : callable
+        A table's width to compare with ``width``: :func:`min_width` (the default) lets
+        rich wrap headers and labels; :func:`natural_width` fits tables as built.
 
     Returns
     -------
@@ -55,6 +68,6 @@ def split_to_fit(build: Callable[[Sequence[T], str], Any], columns: Sequence[T],
         chunks = [columns[i:i + size] for i in range(0, len(columns), size)] or [columns]
         tables = [build(chunk, "" if len(chunks) == 1 else f" ({i}/{len(chunks)})")
                   for i, chunk in enumerate(chunks, start=1)]
-        if all(min_width(table) <= width for table in tables):
+        if all(measure(table) <= width for table in tables):
             return tables
     return tables
