@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 JAVA        := $(shell command -v java 2>/dev/null)
 SPARK_STAMP := $(VENV)/.spark-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-gpu bench lint clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: install
 test: install $(if $(JAVA),$(SPARK_STAMP))
 	RECOMPARE_REQUIRE_SPARK=$(if $(JAVA),1,0) $(BIN)/python -m pytest
 	$(BIN)/recompare bench all --scale tiny --output bench-results/tiny
+
+# the GPU paths (tests/test_gpu.py, marker `gpu`): fails, not skips, without a CUDA GPU
+test-gpu: install
+	$(BIN)/python -m pytest -m gpu tests/test_gpu.py
 
 bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'

@@ -105,3 +105,83 @@ def test_torchrun_environment(monkeypatch):
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(RecompareError, match="inconsistent"):
         ddp.from_environment()
+
+
+def test_device_cuda_without_a_gpu_is_refused_by_topk_and_train_wals(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from recompare.cli import main as cli
+    from recompare.models.topk import topk_dot
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    items = np.eye(4, dtype=np.float32)
+    with pytest.raises(RecompareError, match="no CUDA GPU"):
+        topk_dot(items, items, 2, device="cuda")
+    ids, _ = topk_dot(items, items, 1, device="auto")  # auto falls back to the CPU
+    assert ids[:, 0].tolist() == [0, 1, 2, 3]
+    out = tmp_path / "wals"
+    result = CliRunner().invoke(cli, ["train-wals", "data/planted", "-o", str(out),
+                                      "--device", "cuda"])
+    assert result.exit_code == 1 and "no CUDA GPU" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_train_wals_on_cuda_says_the_solver_is_cpu_only(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from recompare.cli import main as cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    out = tmp_path / "wals"
+    result = CliRunner().invoke(cli, ["train-wals", "data/planted", "-o", str(out),
+                                      "--device", "cuda"])
+    assert result.exit_code == 1 and "runs on CPU only" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def _train_sparse(ctx: ddp.Distributed, out: str | None = None) -> dict:
+    """Two epochs of a sparse embedding bag (SparseAdam) and a dense head (Adam), gradients
+    averaged by ``all_reduce_gradients``; one item table row is never looked up."""
+    gen = torch.Generator().manual_seed(0)
+    bags = torch.randint(0, 11, (30, 3), generator=gen)  # rows 0..10 of a 12-row table
+    y = torch.randn(30, 1, generator=gen, dtype=torch.float64)
+    torch.manual_seed(2)
+    table = torch.nn.EmbeddingBag(12, 4, mode="mean", sparse=True).double()
+    head = torch.nn.Linear(4, 1).double()
+    dense_opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    sparse_opt = torch.optim.SparseAdam(list(table.parameters()), lr=0.05)
+    params = list(table.parameters()) + list(head.parameters())
+    for epoch in range(2):
+        order = np.random.default_rng([3, epoch]).permutation(len(bags))
+        for start in range(0, len(order), 7):
+            batch = order[start:start + 7]
+            rows = torch.from_numpy(ddp.shard(batch, ctx))
+            dense_opt.zero_grad(set_to_none=True)
+            sparse_opt.zero_grad(set_to_none=True)
+            if len(rows):
+                loss = ((head(table(bags[rows])) - y[rows]) ** 2).mean()
+                (loss * ddp.loss_scale(len(rows), len(batch), ctx)).backward()
+            ddp.all_reduce_gradients(params, ctx)
+            dense_opt.step()
+            sparse_opt.step()
+    state = {**{f"t.{k}": v for k, v in table.state_dict().items()},
+             **{f"h.{k}": v for k, v in head.state_dict().items()}}
+    if out is not None and ddp.is_main(ctx):
+        torch.save(state, out)
+    return state
+
+
+def test_sparse_and_dense_gradients_all_reduced_match_one_process(tmp_path):
+    single = _train_sparse(ddp.Distributed())
+    out = tmp_path / "two.pt"
+    ddp.launch(2, _train_sparse, str(out))
+    two = torch.load(out, weights_only=True)
+    for name, value in single.items():
+        torch.testing.assert_close(two[name], value, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(single["t.weight"][:11], _initial_table()[:11])
+    torch.testing.assert_close(single["t.weight"][11], _initial_table()[11])  # never looked up
+
+
+def _initial_table() -> torch.Tensor:
+    torch.manual_seed(2)
+    return torch.nn.EmbeddingBag(12, 4, mode="mean", sparse=True).double().weight.detach()

@@ -21,6 +21,8 @@ from ..cli import (
 )
 from ..errors import RecompareError
 
+DEVICES = ("cpu", "cuda", "auto")  # as recompare.models.ddp.DEVICES (which imports numpy)
+
 #: every option default below comes from WALS's signature (read, not imported)
 DEFAULTS = estimator_defaults("recompare.models.wals", "WALS")
 
@@ -91,6 +93,25 @@ def _engine_options(func):
     return func
 
 
+def _device_option(func):
+    """``--device``."""
+    return click.option("--device", type=click.Choice(DEVICES), default="cpu",
+                        show_default=True,
+                        help="Where to solve: cpu; cuda is refused (the WALS solver runs on "
+                             "CPU only); auto = cpu.")(func)
+
+
+def _check_device(device: str) -> None:
+    """One-line errors for ``--device cuda``: no GPU, or a GPU the WALS solver cannot use."""
+    from ..models.ddp import resolve_device
+
+    if device == "cuda":
+        resolve_device(device)  # no GPU here: say that first
+        raise RecompareError("train-wals --device cuda: the WALS solver runs on CPU only (its "
+                             "row blocks mix scipy and torch CPU kernels); use --device cpu, "
+                             "or train-dnn / evaluate --device cuda")
+
+
 @contextlib.contextmanager
 def _progress(console, total: int) -> Iterator[Callable[[dict], None]]:
     """A rich progress bar on stderr showing the objective per iteration; yields the callback."""
@@ -150,13 +171,14 @@ def _memory() -> Iterator[dict]:
 @_weight_options
 @_solver_options
 @_engine_options
+@_device_option
 @seed_option
 @click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
 @json_option
 def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
                iterations: int, regularization: float, reg_scaling: str, weighting: str,
                alpha: float, solver: str, cg_steps: int, threads: int, engine: str,
-               spark_master: str, spark_conf: tuple[str, ...], random_state: int,
+               spark_master: str, spark_conf: tuple[str, ...], device: str, random_state: int,
                overwrite: bool, as_json: bool) -> None:
     """Fit weighted ALS matrix factorization on DATASET and save it to MODEL (-o).
 
@@ -178,6 +200,7 @@ def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
     if Path(output).exists() and not overwrite:
         raise RecompareError(f"output path {output} already exists; choose another or pass "
                              "--overwrite")
+    _check_device(device)
 
     import torch  # noqa: F401  (imported before measuring, so its import is not counted)
 

@@ -224,3 +224,71 @@ def _entry(rank: int, world_size: int, device_type: str, init: str,
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     with process_group(rank, world_size, device_type, init_method=init) as ctx:
         target(ctx, *args)
+
+
+def all_reduce_gradients(parameters, ctx: Distributed | None) -> None:
+    """Average the gradients of ``parameters`` over the processes, in place.
+
+    The explicit form of what DDP does in ``backward``, for models trained through
+    several methods rather than one ``forward``.  Dense gradients are summed by one
+    all-reduce each.  Sparse ones (embedding tables with ``sparse=True``) are
+    gathered instead: every process ends up with the uncoalesced union of all
+    shards' rows, which a sparse optimiser then coalesces, exactly as it would one
+    process's gradient of the whole batch.  A parameter that got no gradient in some
+    process counts as zero there; one that got none anywhere keeps ``None`` (the
+    optimiser skips it, as with one process).
+    """
+    if ctx is None or not ctx.enabled:
+        return
+    import torch
+    import torch.distributed as dist
+
+    params = [p for p in parameters if p.requires_grad]
+    device = torch.device(ctx.device)
+    # per parameter: how many processes have a gradient, how many a sparse one
+    flags = torch.tensor([[p.grad is not None, p.grad is not None and p.grad.is_sparse]
+                          for p in params], dtype=torch.int32, device=device).reshape(-1, 2)
+    dist.all_reduce(flags)
+    for param, (count, sparse) in zip(params, flags.tolist()):
+        if not count:
+            continue
+        if sparse:
+            param.grad = _gathered_sparse(param.grad, param) / ctx.world_size
+            continue
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        dist.all_reduce(param.grad)
+        param.grad.div_(ctx.world_size)
+
+
+def _gathered_sparse(grad, param):
+    """The concatenation over the processes of a sparse COO gradient of ``param``
+    (rows of an embedding table), not coalesced.
+
+    A process whose gradient is None sends no rows; sizes are exchanged first so
+    the padded all-gathers have one shape.
+    """
+    import torch
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    if grad is None:
+        indices = torch.zeros((1, 0), dtype=torch.int64, device=param.device)
+        values = param.new_zeros((0, *param.shape[1:]))
+    else:
+        indices, values = grad._indices(), grad._values()
+    size = torch.tensor([indices.shape[1]], dtype=torch.int64, device=indices.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    pad = longest - indices.shape[1]
+    idx = torch.nn.functional.pad(indices, (0, pad))
+    val = torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])
+    all_idx = [torch.empty_like(idx) for _ in range(world)]
+    all_val = [torch.empty_like(val) for _ in range(world)]
+    dist.all_gather(all_idx, idx)
+    dist.all_gather(all_val, val)
+    keep = [int(s.item()) for s in sizes]
+    return torch.sparse_coo_tensor(
+        torch.cat([i[:, :n] for i, n in zip(all_idx, keep)], dim=1),
+        torch.cat([v[:n] for v, n in zip(all_val, keep)]), param.shape)

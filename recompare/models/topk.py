@@ -20,6 +20,9 @@ The work is done in named steps:
    (:func:`_select`); the (k + 1)-th value tells whether a tie straddles the k-th
    place, and only those rows are redone exactly (:func:`_exact_rows`).
 
+``device="cuda"`` runs the product, masking and selection on a GPU (the items are
+copied there once per call); only the k winners per row come back to the host.
+
 torch is imported lazily so that importing this module stays cheap.
 """
 from __future__ import annotations
@@ -123,6 +126,7 @@ def topk_dot(
     chunk_size: int | None = None,
     threads: int | None = None,
     block_size: int | None = None,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items by ``queries @ items.T`` per row.
 
@@ -141,6 +145,8 @@ def topk_dot(
     block_size : int, optional
         Items per block of the two-stage selection (see :func:`_select_blocked`);
         default :data:`BLOCK` on catalogues large enough for it to pay, 0 = off.
+    device : {"cpu", "cuda", "auto"}
+        Where the scores are computed and selected (``"cuda"``: the current GPU).
 
     Returns
     -------
@@ -157,7 +163,7 @@ def topk_dot(
     blocked = None if block_size is None else bool(block_size)
     prepared = prepare_items(items, BLOCK if block_size is None else block_size)
     return topk_prepared(queries, prepared, k, exclude=exclude, chunk_size=chunk_size,
-                         threads=threads, blocked=blocked)
+                         threads=threads, blocked=blocked, device=device)
 
 
 def topk_prepared(
@@ -168,11 +174,14 @@ def topk_prepared(
     chunk_size: int | None = None,
     threads: int | None = None,
     blocked: bool | None = None,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of ``queries`` against items laid out by :func:`prepare_items`.
 
     Same contract and results as :func:`topk_dot`; ``blocked`` None lets the
     catalogue size decide whether the two-stage selection pays, False turns it off.
+    On ``device="cuda"`` scores may differ from the CPU's in the last bits (another
+    BLAS), so items whose scores nearly tie can swap places.
     """
     queries = np.asarray(queries)
     if queries.ndim != 2 or queries.shape[1] != prepared.dim:
@@ -181,6 +190,9 @@ def topk_prepared(
     _check_k(k, prepared.n_items)
     if not np.isfinite(queries).all():
         raise RecompareError("embeddings contain NaN or infinity; the model diverged")
+    from .ddp import resolve_device  # one-line errors for a bad name or a missing GPU
+
+    dev = resolve_device(device)
     k, n = int(k), queries.shape[0]
     out_ids = np.empty((n, k), dtype=np.int64)
     out_scores = np.empty((n, k), dtype=np.float32)
@@ -196,10 +208,12 @@ def topk_prepared(
 
     with torch_threads(threads), torch.inference_mode():
         q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-        buffer = torch.empty((min(chunk, n), prepared.width), dtype=torch.float32)
+        items = prepared.matrix.to(dev)
+        buffer = torch.empty((min(chunk, n), prepared.width), dtype=torch.float32, device=dev)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            padded = _score_chunk(q_all[start:stop], prepared, buffer[: stop - start])
+            padded = _score_chunk(q_all[start:stop].to(dev), prepared, buffer[: stop - start],
+                                  items)
             if seen is not None:
                 _mask_seen(torch, padded, seen, start, stop)
             scores = padded[:, : prepared.n_items]
@@ -242,11 +256,14 @@ def _selection_block(prepared: PreparedItems, k: int, blocked: bool | None) -> i
     return block
 
 
-def _score_chunk(queries, prepared: PreparedItems, out):
-    """``queries @ items.T`` into ``out`` (rows x width); padding columns get -inf."""
+def _score_chunk(queries, prepared: PreparedItems, out, items=None):
+    """``queries @ items.T`` into ``out`` (rows x width); padding columns get -inf.
+
+    ``items`` is ``prepared.matrix`` already on ``out``'s device (default: itself).
+    """
     import torch
 
-    torch.mm(queries, prepared.matrix, out=out)
+    torch.mm(queries, prepared.matrix if items is None else items, out=out)
     if prepared.width > prepared.n_items:
         out[:, prepared.n_items:] = float("-inf")
     return out
@@ -261,7 +278,7 @@ def _mask_seen(torch, padded, seen: tuple[np.ndarray, np.ndarray], start: int, s
     counts = np.diff(indptr[start: stop + 1])
     rows = np.repeat(np.arange(stop - start, dtype=np.int64), counts)
     flat = rows * padded.shape[1] + indices[indptr[start]: indptr[stop]]
-    padded.view(-1).index_fill_(0, torch.from_numpy(flat), float("-inf"))
+    padded.view(-1).index_fill_(0, torch.from_numpy(flat).to(padded.device), float("-inf"))
 
 def _select_blocked(torch, padded, scores, k: int, block: int
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +300,7 @@ def _select_blocked(torch, padded, scores, k: int, block: int
     chosen = top_blocks[:, :k]
     # whole blocks copied by row index of the (rows x blocks, block) view: a third of
     # the cost of an element-wise gather with an expanded index
-    flat = chosen + torch.arange(n_rows).unsqueeze(1) * (width // block)
+    flat = chosen + torch.arange(n_rows, device=padded.device).unsqueeze(1) * (width // block)
     candidates = padded.view(-1, block).index_select(0, flat.flatten())
     candidates = candidates.view(n_rows, k * block)
     n_candidates = min(k + 1, k * block)
@@ -294,11 +311,11 @@ def _select_blocked(torch, padded, scores, k: int, block: int
     if n_candidates > k:
         # ties across the k-th place among the candidates
         unsafe |= vals[:, k - 1] == vals[:, k]
-    vals_np = np.ascontiguousarray(vals.numpy()[:, :k])
-    ids_np = np.ascontiguousarray(ids.numpy()[:, :k])
+    vals_np = np.ascontiguousarray(vals.cpu().numpy()[:, :k])  # .cpu(): no copy on CPU
+    ids_np = np.ascontiguousarray(ids.cpu().numpy()[:, :k])
     redo = torch.nonzero(unsafe).flatten()
     if redo.numel():
-        rows = redo.numpy()
+        rows = redo.cpu().numpy()
         fixed_vals, fixed_ids = _select(torch, scores[redo], k, min(k + 1, scores.shape[1]))
         vals_np[rows] = fixed_vals
         ids_np[rows] = fixed_ids
@@ -314,15 +331,15 @@ def _select(torch, scores, k: int, n_candidates: int) -> tuple[np.ndarray, np.nd
         straddle = torch.nonzero(vals[:, k - 1] == vals[:, k]).flatten()
         kth = vals[straddle, k - 1]
         # copies in numpy: cheaper than torch's strided clone on these small blocks
-        vals_np = np.ascontiguousarray(vals.numpy()[:, :k])
-        ids_np = np.ascontiguousarray(ids.numpy()[:, :k])
+        vals_np = np.ascontiguousarray(vals.cpu().numpy()[:, :k])
+        ids_np = np.ascontiguousarray(ids.cpu().numpy()[:, :k])
         if straddle.numel():
             fixed_vals, fixed_ids = _exact_rows(torch, scores[straddle], kth, k)
-            rows = straddle.numpy()
-            vals_np[rows] = fixed_vals.numpy()
-            ids_np[rows] = fixed_ids.numpy()
+            rows = straddle.cpu().numpy()
+            vals_np[rows] = fixed_vals.cpu().numpy()
+            ids_np[rows] = fixed_ids.cpu().numpy()
         return _order_ties(vals_np, ids_np)
-    return _order_ties(vals.numpy(), ids.numpy())
+    return _order_ties(vals.cpu().numpy(), ids.cpu().numpy())
 
 
 def _order_ties(vals: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
