@@ -101,7 +101,7 @@ def test_verdict_needs_a_gap_beyond_the_spread():
 
 
 def test_ann_paths_report_recall(fitted):
-    from recompare.models.topk import ann_available
+    from recompare.models.ann import ann_available
 
     # never skipped: `make test` installs the extra (absence is simulated below)
     assert ann_available(), "the tests need faiss: pip install -e '.[test,ann]'"

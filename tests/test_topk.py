@@ -198,7 +198,7 @@ def test_topk_restores_the_thread_count():
 def test_missing_faiss_names_the_extra(monkeypatch):
     import sys
 
-    from recompare.models import topk
+    from recompare.models import ann as topk
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # import now fails as if absent
     assert not topk.ann_available()
@@ -207,7 +207,7 @@ def test_missing_faiss_names_the_extra(monkeypatch):
 
 
 def test_ann_index_recall_and_exclusion():
-    from recompare.models.topk import ann_search, build_ann_index, recall_against
+    from recompare.models.ann import ann_search, build_ann_index, recall_against
 
     rng = np.random.default_rng(0)
     items = rng.standard_normal((4000, 16)).astype(np.float32)

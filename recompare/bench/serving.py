@@ -108,7 +108,7 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
     exact p50 vs items), ``ann`` (``"measured"`` or why not) and ``figures``.
     """
     from .._threads import torch_threads
-    from ..models.topk import ANN_EXTRA, ann_available
+    from ..models.ann import ANN_EXTRA, ann_available
 
     if scale not in SIZES:
         raise ValueError(f"unknown scale {scale!r}")
@@ -159,7 +159,7 @@ def _measure_size(n_items: int, n_queries: int, dim: int, k: int, threads: int, 
     point["index_bytes"] = int(prepared.nbytes)
     point["peak_extra_bytes"] = int(mem["peak_extra_bytes"])
     if ann:
-        from ..models.topk import ann_search, recall_against
+        from ..models.ann import ann_search, recall_against
 
         exact_ids = topk_prepared(test, prepared, k)[0]
         found = ann_search(index, test, k)[0]
@@ -169,7 +169,7 @@ def _measure_size(n_items: int, n_queries: int, dim: int, k: int, threads: int, 
 
 
 def _build_ann(items: np.ndarray, validation: np.ndarray, k: int, seed: int):
-    from ..models.topk import build_ann_index
+    from ..models.ann import build_ann_index
 
     # built on every core (an offline job); queried on the benchmark's threads
     return build_ann_index(items, validation, k, target_recall=VALIDATION_RECALL, seed=seed,
@@ -177,7 +177,7 @@ def _build_ann(items: np.ndarray, validation: np.ndarray, k: int, seed: int):
 
 
 def _ann_query(index, query: np.ndarray, k: int):
-    from ..models.topk import ann_search
+    from ..models.ann import ann_search
 
     return ann_search(index, query[None], k)
 
@@ -186,7 +186,7 @@ def _interleaved(calls: dict[str, Callable], queries: np.ndarray) -> dict[str, l
     """Per-query milliseconds of each call over ``ROUNDS`` rounds, callers alternating."""
     import gc
 
-    from ..models.topk import faiss_threads
+    from ..models.ann import faiss_threads
 
     out: dict[str, list] = {name: [] for name in calls}
     for name, call in calls.items():

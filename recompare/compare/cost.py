@@ -159,7 +159,7 @@ def serving_costs(models: Mapping[str, Any], dataset: Any, n_queries: int = 200,
         ``known`` and ``fresh`` repeat the exact-index figures.
     """
     from ..evaluate.latency import measure_latency
-    from ..models.topk import ann_available, ann_missing_message
+    from ..models.ann import ann_available, ann_missing_message
 
     missing = ann_missing_message() if ann and not ann_available() else None
     measured = measure_latency(models, dataset, n_queries=n_queries, rounds=rounds,

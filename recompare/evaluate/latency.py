@@ -214,7 +214,7 @@ class _Server:
         self.ann_info: dict[str, Any] | None = None
         self.ann = None
         if ann:
-            from ..models.topk import build_ann_index
+            from ..models.ann import build_ann_index
 
             validation = np.asarray(model.query_embeddings(tuning), dtype=np.float32)
             self.ann = build_ann_index(items, validation, k, seed=seed, threads=threads)
@@ -240,7 +240,8 @@ class _Server:
 
     def call(self, path: str, index: str) -> Callable[[int], Any] | None:
         """One query, end to end, for ``user``; None where the path is unsupported."""
-        from ..models.topk import ann_search, topk_prepared
+        from ..models.ann import ann_search
+        from ..models.topk import topk_prepared
 
         if path in self.unsupported:
             return None
@@ -254,7 +255,8 @@ class _Server:
 
     def _ann_recall(self, path: str, n: int = 100) -> float:
         """Recall@k of the ANN lists against exact ones, on the first ``n`` active users."""
-        from ..models.topk import ann_search, recall_against, topk_prepared
+        from ..models.ann import ann_search, recall_against
+        from ..models.topk import topk_prepared
 
         users = np.flatnonzero(np.diff(self.train.indptr))[:n]
         found, exact = [], []
@@ -322,7 +324,7 @@ def _ann_threads(ann: bool, threads: int) -> Iterator[None]:
     if not ann:
         yield
         return
-    from ..models.topk import faiss_threads
+    from ..models.ann import faiss_threads
 
     with faiss_threads(threads):
         yield
