@@ -90,10 +90,12 @@ def _training_options(func):
 
 
 def _stopping_options(func):
-    """``--patience``, ``--validate-on``."""
-    func = _option("--validate-on", param="validate_on", type=click.Choice(("train", "test")),
-                   help="train: a slice of training users' items; test: the split's "
-                        "test part (optimistic).")(func)
+    """``--patience``, ``--validation-fraction``."""
+    func = _option("--validation-fraction", param="validation_fraction",
+                   type=click.FloatRange(0, 1, max_open=True),
+                   help="Share of each training user's items held out for validation "
+                        "(carved from the training part; the test split is never read); "
+                        "0 = none.")(func)
     func = _option("--patience", param="patience", type=click.IntRange(min=0),
                    help="Stop after this many epochs without a better validation "
                         "recall@20; 0 = no early stopping (train all epochs).")(func)
@@ -158,7 +160,7 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,
               negatives: str, num_negatives: int, gravity: float, epochs: int, batch_size: int,
-              lr: float, optimizer: str, patience: int, validate_on: str,
+              lr: float, optimizer: str, patience: int, validation_fraction: float,
               checkpoint_dir: str | None, resume: str | None, random_state: int, threads: int,
               overwrite: bool, as_json: bool) -> None:
     """Train the softmax DNN on DATASET and save it to MODEL (-o).
@@ -195,7 +197,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
         batch_size=batch_size, lr=lr, optimizer=optimizer,
         patience=patience or None,  # --patience 0: no early stopping
-        validate_on=validate_on, random_state=random_state, threads=threads,
+        validation_fraction=validation_fraction, random_state=random_state, threads=threads,
     )
     model.check(data)  # bad input fails here, before the progress bar appears
     if checkpoint_dir is None and resume is not None:

@@ -47,7 +47,7 @@ from .softmax_training import (
     torch_generator,
     torch_load,
     train_epochs,
-    validation_split,
+    validation_holdout,
 )
 from .tower import FeatureSchema, QueryTower, as_hidden, embed_queries, resolve_features
 
@@ -56,7 +56,6 @@ NEGATIVES = ("none", "uniform", "popularity", "in-batch", "hard")
 ACTIVATIONS = ("relu", "tanh")
 OPTIMIZERS = ("adam", "adagrad")
 POOLINGS = ("mean", "weighted")
-VALIDATE_ON = ("train", "test")
 
 ARRAYS_FILE = "arrays.npz"
 
@@ -105,11 +104,9 @@ class SoftmaxDNN(Recommender):
     history_dropout : float in [0, 1)
         Share of examples per epoch whose whole history is hidden (cold training).
     validation_fraction : float in [0, 1)
-        Share of training users (with at least 5 items) that lend 20% of their
-        items to validation (``validate_on="train"``); 0 disables validation.
-    validate_on : {"train", "test"}
-        ``"test"`` validates on the split's test part instead (optimistic:
-        the reported test figures are then selected on themselves).
+        Share of each training user's training items held out for validation
+        (:func:`recompare.data.validation.validation_split`; the test split is never
+        read); 0 disables validation.
     patience : int or None
         Stop after this many epochs without a better validation recall@20 and
         restore the best epoch; None trains all epochs (no early stopping).  The
@@ -146,7 +143,6 @@ class SoftmaxDNN(Recommender):
         target_fraction: float = 0.5,
         history_dropout: float = 0.05,
         validation_fraction: float = 0.1,
-        validate_on: str = "train",
         patience: int | None = 5,
         random_state: int = 0,
         threads: int = 0,
@@ -172,7 +168,6 @@ class SoftmaxDNN(Recommender):
         self.target_fraction = target_fraction
         self.history_dropout = history_dropout
         self.validation_fraction = validation_fraction
-        self.validate_on = validate_on
         self.patience = patience
         self.random_state = random_state
         self.threads = threads
@@ -228,8 +223,6 @@ class SoftmaxDNN(Recommender):
               f"history_dropout must be in [0, 1), got {self.history_dropout}")
         check(0 <= self.validation_fraction < 1,
               f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        check(self.validate_on in VALIDATE_ON,
-              f"validate_on must be one of {', '.join(VALIDATE_ON)}, got {self.validate_on!r}")
         if self.patience is not None:
             check(is_int(self.patience) and self.patience >= 0,
                   f"patience must be a positive integer or None (no early stopping), "
@@ -242,11 +235,6 @@ class SoftmaxDNN(Recommender):
         check(dataset.n_items > 1, "the data set needs at least two items")
         train = dataset.train
         check(train.nnz > 0, "the training matrix is empty")
-        if self.validate_on == "test" and self._patience():
-            check(dataset.split is not None and dataset.split.test is not None
-                  and dataset.split.test.nnz > 0,
-                  "validate_on='test' needs a split with a test part "
-                  "(split the data set, or validate on train)")
 
     def check(self, dataset) -> tuple[str, ...]:
         """Validate the parameters against ``dataset``; returns the query features used.
@@ -312,17 +300,15 @@ class SoftmaxDNN(Recommender):
 
     def _start_run(self, dataset, train: sp.csr_matrix, features: tuple[str, ...]) -> FitRun:
         """Encode the features, hold out validation items, build and seed the tower."""
-        schema = FeatureSchema.build(dataset.user_features if "user" in features else None,
+        schema = FeatureSchema.build(_training_rows(dataset) if "user" in features else None,
                                      uses_history="history" in features)
         user_cats, user_nums = schema.encode(
             dataset.user_features if schema.uses_user else None, n_rows=dataset.n_users)
         self.schema_ = schema
         self._set_protocols()
         # validation: a random slice of training users' items, never trained on
-        val_users, val_target, matrix = validation_split(
-            dataset, train, validation_fraction=self.validation_fraction,
-            validate_on=self.validate_on, early_stopping=self._patience() is not None,
-            random_state=self.random_state)
+        val_users, val_target, matrix = validation_holdout(
+            dataset, self.validation_fraction, self.random_state)
         tower = self._build_tower(dataset.n_items, schema)
         tower.reset_parameters(torch_generator(self.random_state, 0))
         self.tower_ = tower
@@ -354,8 +340,11 @@ class SoftmaxDNN(Recommender):
             "best_epoch": state["best_epoch"] or None,
             "best_validation_recall": (state["best_score"]
                                        if state["best_score"] > -math.inf else None),
-            "validation": (f"recall@{VALIDATION_K} on {n_val} users ({self.validate_on})"
-                           if n_val else None),
+            "validation": (f"recall@{VALIDATION_K} on {n_val} users (validation carve of "
+                           f"the training part)" if n_val else None),
+            # what the returned weights were chosen on: early stopping restores the best
+            # epoch on validation; otherwise nothing was selected during this fit
+            "selected_on": ("validation" if n_val and self._patience() else "none"),
             "stopped_early": stopped_early,
             "features": list(features),
             "train_seconds": time.perf_counter() - start_time,
@@ -465,6 +454,8 @@ class SoftmaxDNN(Recommender):
         if meta.get("kind") != cls.kind:
             raise RecompareError(f"{root} holds a '{meta.get('kind')}' model, not '{cls.kind}'")
         params = dict(meta["params"])
+        # models written before validation was carved from training data only
+        old_validate_on = params.pop("validate_on", None)
         if isinstance(params.get("hidden"), list):
             params["hidden"] = tuple(params["hidden"])
         if isinstance(params.get("features"), list):
@@ -487,10 +478,22 @@ class SoftmaxDNN(Recommender):
         model.n_items_ = int(meta["n_items"])
         model.n_features_ = list(meta.get("features", []))
         model.fit_info_ = meta.get("fit_info", {})
+        if old_validate_on == "test" and model.fit_info_.get("best_epoch"):
+            model.fit_info_.setdefault("selected_on", "test")
         model.query_embeddings_ = data["query_embeddings"]
         model.item_embeddings_ = data["item_embeddings"]
         return model
 
+
+def _training_rows(dataset) -> pd.DataFrame | None:
+    """User features of training users only: held-out users' features must not shape
+    the vocabulary or the numeric mean/std."""
+    frame = dataset.user_features
+    if frame is None or dataset.split is None or not len(dataset.split.heldout_users):
+        return frame
+    keep = np.ones(dataset.n_users, dtype=bool)
+    keep[dataset.split.heldout_users] = False
+    return frame.iloc[np.flatnonzero(keep)]
 
 
 __all__ = ["SoftmaxDNN"]
