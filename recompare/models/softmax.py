@@ -55,7 +55,7 @@ LOSSES = ("full", "sampled")
 NEGATIVES = ("none", "uniform", "popularity", "in-batch", "hard")
 ACTIVATIONS = ("relu", "tanh")
 OPTIMIZERS = ("adam", "adagrad")
-POOLINGS = ("mean", "weighted")
+POOLINGS = ("mean", "weighted", "sqrt")
 
 ARRAYS_FILE = "arrays.npz"
 
@@ -76,9 +76,9 @@ class SoftmaxDNN(Recommender):
         Query features.  ``"auto"``: the history, plus the user features when
         the data set has some.  Asking for ``"user"`` on a data set without
         user features is an error.
-    pooling : {"mean", "weighted"}
-        How the history bag is pooled: plain mean of item embeddings, or mean
-        weighted by interaction value.
+    pooling : {"mean", "weighted", "sqrt"}
+        How the history bag is pooled: plain mean of item embeddings, mean
+        weighted by interaction value, or sum divided by sqrt(|bag|).
     tie_embeddings : bool
         Use the output item embeddings V as input embeddings of the history bag.
     normalize : bool
@@ -99,6 +99,11 @@ class SoftmaxDNN(Recommender):
     optimizer : {"adam", "adagrad"}
     weight_decay : float >= 0
         L2 penalty on the dense tower weights (not on embeddings).
+    embedding_l2 : float >= 0
+        L2 penalty on the item-embedding rows each batch uses (bag inputs and
+        targets), per query.
+    init_scale : float > 0
+        Item embeddings start as N(0, (init_scale / sqrt(dim))^2).
     target_fraction : float in (0, 1)
         Expected share of a user's items that become targets each epoch.
     history_dropout : float in [0, 1)
@@ -140,6 +145,8 @@ class SoftmaxDNN(Recommender):
         lr: float = 3e-3,
         optimizer: str = "adam",
         weight_decay: float = 0.0,
+        embedding_l2: float = 0.0,
+        init_scale: float = 1.0,
         target_fraction: float = 0.5,
         history_dropout: float = 0.05,
         validation_fraction: float = 0.1,
@@ -165,6 +172,8 @@ class SoftmaxDNN(Recommender):
         self.lr = lr
         self.optimizer = optimizer
         self.weight_decay = weight_decay
+        self.embedding_l2 = embedding_l2
+        self.init_scale = init_scale
         self.target_fraction = target_fraction
         self.history_dropout = history_dropout
         self.validation_fraction = validation_fraction
@@ -217,6 +226,8 @@ class SoftmaxDNN(Recommender):
         check(self.optimizer in OPTIMIZERS,
               f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.embedding_l2 >= 0, f"embedding_l2 must be >= 0, got {self.embedding_l2}")
+        check(self.init_scale > 0, f"init_scale must be positive, got {self.init_scale}")
         check(0 < self.target_fraction < 1,
               f"target_fraction must be in (0, 1), got {self.target_fraction}")
         check(0 <= self.history_dropout < 1,
@@ -361,7 +372,7 @@ class SoftmaxDNN(Recommender):
         return QueryTower(n_items, self.dim, as_hidden(self.hidden), self.activation,
                           self.dropout, schema, self.tie_embeddings, self.normalize,
                           self.temperature, sparse_out=self._sparse_output(),
-                          pooling=self.pooling)
+                          pooling=self.pooling, init_scale=self.init_scale)
 
     # ------------------------------------------------------------ embedding
     def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:

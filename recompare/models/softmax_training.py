@@ -199,7 +199,7 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
 
     ``model`` is the :class:`~recompare.models.softmax.SoftmaxDNN` whose hyperparameters
     (``random_state``, ``target_fraction``, ``history_dropout``, ``batch_size``,
-    ``num_negatives``, ``gravity``) drive the epoch; its random streams depend only on
+    ``num_negatives``, ``gravity``, ``embedding_l2``) drive the epoch; its random streams depend only on
     ``(random_state, epoch)``, so a resumed fit replays the same epochs.
     """
     rng = np.random.default_rng([model.random_state, 1, epoch])
@@ -216,6 +216,8 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity, timer)
+        if model.embedding_l2 > 0:
+            loss = loss + model.embedding_l2 * tower.embedding_penalty(batch)
         loss.backward()
         for opt in optimizers:
             opt.step()
