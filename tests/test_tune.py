@@ -98,3 +98,19 @@ def test_cli_budget_zero_and_bad_space(bundled_path, out_dir):
                "-o", out_dir)
     assert res.exit_code != 0 and "empty" in res.output
     assert not out_dir.exists()
+
+
+def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
+    pytest.importorskip("implicit")
+    from recompare.bench.dnn import _accuracy_vs_peer, _figures
+
+    out = _accuracy_vs_peer(None, "tiny", threads=1, seed=0, tune_budget=1, seeds=2,
+                            say=lambda m: None)
+    peer = out["implicit"]
+    assert all("validation_recall@20" in t for t in peer["grid"])
+    best = max(peer["grid"], key=lambda t: t["validation_recall@20"])
+    assert peer["best"] == {k: best[k] for k in ("factors", "regularization", "alpha")}
+    assert set(out["models"]) == {"default DNN", "tuned DNN", "default WALS"}
+    for row in out["models"].values():
+        assert row["ratio"] == pytest.approx(row["recall@20"] / peer["recall@20"])
+    assert len(out["models"]["default DNN"]["seeds"]) == 2

@@ -49,7 +49,14 @@ from .softmax_training import (
     train_epochs,
     validation_holdout,
 )
-from .tower import FeatureSchema, QueryTower, as_hidden, embed_queries, resolve_features
+from .tower import (
+    FeatureSchema,
+    QueryTower,
+    as_hidden,
+    embed_queries,
+    resolve_features,
+    training_user_features,
+)
 
 LOSSES = ("full", "sampled")
 NEGATIVES = ("none", "uniform", "popularity", "in-batch", "hard")
@@ -311,7 +318,7 @@ class SoftmaxDNN(Recommender):
 
     def _start_run(self, dataset, train: sp.csr_matrix, features: tuple[str, ...]) -> FitRun:
         """Encode the features, hold out validation items, build and seed the tower."""
-        schema = FeatureSchema.build(_training_rows(dataset) if "user" in features else None,
+        schema = FeatureSchema.build(training_user_features(dataset) if "user" in features else None,
                                      uses_history="history" in features)
         user_cats, user_nums = schema.encode(
             dataset.user_features if schema.uses_user else None, n_rows=dataset.n_users)
@@ -494,17 +501,6 @@ class SoftmaxDNN(Recommender):
         model.query_embeddings_ = data["query_embeddings"]
         model.item_embeddings_ = data["item_embeddings"]
         return model
-
-
-def _training_rows(dataset) -> pd.DataFrame | None:
-    """User features of training users only: held-out users' features must not shape
-    the vocabulary or the numeric mean/std."""
-    frame = dataset.user_features
-    if frame is None or dataset.split is None or not len(dataset.split.heldout_users):
-        return frame
-    keep = np.ones(dataset.n_users, dtype=bool)
-    keep[dataset.split.heldout_users] = False
-    return frame.iloc[np.flatnonzero(keep)]
 
 
 __all__ = ["SoftmaxDNN"]

@@ -65,6 +65,18 @@ def resolve_features(features: str | Sequence[str], has_user: bool) -> tuple[str
     return tuple(f for f in FEATURES if f in feats)
 
 
+def training_user_features(dataset) -> pd.DataFrame | None:
+    """The user features of training users only (held-out users' rows dropped): the
+    users a model may learn from, so held-out users never shape the vocabulary or the
+    numeric mean/std of :class:`FeatureSchema`."""
+    frame = dataset.user_features
+    if frame is None or dataset.split is None or not len(dataset.split.heldout_users):
+        return frame
+    keep = np.ones(dataset.n_users, dtype=bool)
+    keep[dataset.split.heldout_users] = False
+    return frame.iloc[np.flatnonzero(keep)]
+
+
 class FeatureSchema:
     """Which query features a model uses, and how user features are encoded.
 
