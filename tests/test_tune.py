@@ -102,7 +102,7 @@ def test_cli_budget_zero_and_bad_space(bundled_path, out_dir):
 
 def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
     pytest.importorskip("implicit")
-    from recompare.bench.dnn import _accuracy_vs_peer, _figures
+    from recompare.bench.dnn import _accuracy_vs_peer
 
     out = _accuracy_vs_peer(None, "tiny", threads=1, seed=0, tune_budget=1, seeds=2,
                             say=lambda m: None)
@@ -114,3 +114,24 @@ def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
     for row in out["models"].values():
         assert row["ratio"] == pytest.approx(row["recall@20"] / peer["recall@20"])
     assert len(out["models"]["default DNN"]["seeds"]) == 2
+
+
+def test_compare_tune_gives_both_families_the_same_budget(tiny_split, monkeypatch):
+    from recompare import tune as tune_module
+    from recompare.compare import Variant, run_comparison
+
+    monkeypatch.setitem(tune_module.SPACES, "wals", {"dim": [4, 8], "iterations": [3]})
+    monkeypatch.setitem(tune_module.SPACES, "dnn", {"dim": [4, 8], "epochs": [2],
+                                                    "hidden": [[8]]})
+    variants = [Variant("WALS", "wals", {"iterations": 3, "dim": 8}, "wals"),
+                Variant("DNN", "softmax", {"epochs": 2, "dim": 8, "hidden": (8,)}, "dnn"),
+                Variant("popularity", "popularity", {}, "baseline")]
+    results, models = run_comparison(tiny_split, quick=True, variants=variants, tune=2,
+                                     return_models=True)
+    tuning = results["tuning"]
+    assert tuning["budget"] == 2
+    for name in ("WALS", "DNN"):
+        row = tuning[name]
+        assert len(row["trials"]) == 2
+        assert row["validation_recall@20"] >= row["default_validation_recall@20"]
+        assert models[name].get_params()["dim"] == row["chosen"]["dim"]

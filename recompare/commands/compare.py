@@ -70,11 +70,14 @@ def _write_report(output: str, overwrite: bool, results: dict, models: dict,
 @click.option("--k", "ks", default="10,20,50", show_default=True,
               help="Cut-offs for the accuracy metrics, comma separated.")
 @click.option("--overwrite", is_flag=True, help="Replace the report directory if it exists.")
+@click.option("--tune", "tune", type=click.IntRange(min=1), default=None,
+              help="Tune WALS and the DNN with the same budget of trials on validation "
+                   "(recompare tune) before comparing; default: the family defaults.")
 @seed_option
 @threads_option
 @json_option
 def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: bool,
-            random_state: int, threads: int, as_json: bool) -> None:
+            tune: int | None, random_state: int, threads: int, as_json: bool) -> None:
     """Answer the MF-vs-DNN question on DATASET with measurements.
 
     Trains WALS and the softmax DNN with their defaults plus their folding
@@ -115,7 +118,7 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
         results, models = run_comparison(
             data, quick=quick, ks=k_values, seed=random_state, threads=threads,
             variants=variants, callback=_progress_callback(progress, task, len(variants)),
-            return_models=True)
+            return_models=True, tune=tune)
         progress.update(task, completed=steps, description="done", detail="")
     if output:
         n_plots = _write_report(output, overwrite, results, models, data)

@@ -106,3 +106,4 @@ class ComparisonResults(TypedDict):
     evaluation: dict[str, Any]  #: what ``evaluate_models`` returned
     scaling: Scaling
     table: list[TableRow]
+    tuning: dict[str, Any]  #: ``--tune``: chosen and default configurations per family

@@ -104,6 +104,7 @@ def run_comparison(
     serving_queries: int = 200,
     callback: Callback | None = None,
     return_models: bool = False,
+    tune: int | None = None,
 ) -> ComparisonResults | tuple[ComparisonResults, dict[str, Any]]:
     """Train, evaluate and measure every variant.
 
@@ -128,6 +129,10 @@ def run_comparison(
         Receives progress events (dicts with ``stage`` and ``message``).
     return_models : bool
         Also return the fitted models by name.
+    tune : int, optional
+        Give both families (roles ``wals`` and ``dnn``) the same budget of
+        :func:`recompare.tune.tune` trials on validation and train them with the chosen
+        configurations; None: the defaults (``results["tuning"]`` says which).
 
     Returns
     -------
@@ -143,6 +148,7 @@ def run_comparison(
     ks = tuple(sorted(set(ks) | {10, 20}))
     _warm_up()
     runs = [_with_runtime_params(_quick(v) if quick else v, dataset, threads) for v in variants]
+    tuning = _tune_families(dataset, runs, tune, seed, emit) if tune else None
     models: dict[str, Any] = {}
     info: dict[str, ModelRecord] = {}
     for number, variant in enumerate(runs, 1):
@@ -167,9 +173,33 @@ def run_comparison(
             dataset, [_with_runtime_params(v, dataset, threads) for v in variants],
             quick, seed, emit),
         "table": [],
+        "tuning": tuning or {"budget": None, "note": "family defaults (no --tune)"},
     }
     results["table"] = comparison_table(results)
     return (results, models) if return_models else results
+
+
+def _tune_families(dataset: Any, runs: list[Variant], budget: int, seed: int,
+                   emit: Callback) -> dict[str, Any]:
+    """Tune the ``wals`` and ``dnn`` roles with the same budget (on validation); their
+    runs take the chosen parameters.  Returns the chosen and default configurations."""
+    from ..tune import tune
+
+    out: dict[str, Any] = {"budget": budget}
+    for i, variant in enumerate(runs):
+        if variant.role not in ("wals", "dnn"):
+            continue
+        emit({"stage": "tune", "message": f"tuning {variant.name} ({budget} trials)"})
+        result = tune(dataset, variant.role, budget, random_state=seed,
+                      callback=lambda e, n=variant.name: emit(
+                          {"stage": "tune", "message": f"tuning {n}: trial {e['trial'] + 1}"}))
+        runs[i] = dataclasses.replace(variant, params={**variant.params, **result.params})
+        out[variant.name] = {"family": variant.role, "chosen": result.params,
+                             "defaults": result.trials[0]["params"],
+                             "validation_recall@20": max(t["score"] for t in result.trials),
+                             "default_validation_recall@20": result.trials[0]["score"],
+                             "trials": result.trials}
+    return out
 
 
 def _warm_up() -> None:
