@@ -44,20 +44,20 @@ SPACES: dict[str, dict[str, Any]] = {
     "dnn": {
         "dim": [64, 128],
         "hidden": [[256], [600], [600, 200]],
-        "dropout": {"uniform": [0.0, 0.6]},
+        "dropout": {"uniform": [0.2, 0.6]},
         "lr": {"log": [1e-3, 1e-2]},
-        "batch_size": [32, 64, 128],
+        "batch_size": [32, 64],
         "epochs": {"int": [10, 40]},
         "target_fraction": {"uniform": [0.2, 0.6]},
-        "embedding_l2": [0.0, 1e-5, 1e-4, 1e-3],
+        "gravity": [0.0, 0.3, 1.0, 3.0],
         "pooling": ["mean", "sqrt"],
     },
 }
 
 
 class TuneResult(NamedTuple):
-    """The best configuration (parameters that differ from nothing: a full set of the
-    searched names) and one row per trial: ``trial``, ``params``, ``score``,
+    """The best configuration (a value for every searched name; the rest stay at the
+    family defaults) and one row per trial: ``trial``, ``params``, ``score``,
     ``seconds``, ``status`` ("ok" or the one-line reason it was skipped)."""
 
     params: dict[str, Any]

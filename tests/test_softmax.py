@@ -275,7 +275,7 @@ def test_sampled_training_touches_only_sampled_item_rows(data):
     state = gen.get_state()
     cand, _ = sampler.sample(gen, batch.target_items)
     gen.set_state(state)
-    loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity)
+    loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity_value())
     loss.backward()
     for opt in opts:
         opt.step()

@@ -61,11 +61,22 @@ def _input_options(func):
     return func
 
 
+def _parse_gravity(text: str) -> float | str:
+    """``--gravity``: ``auto`` or a number >= 0 (checked by the model)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise RecompareError(f"--gravity must be a number or auto, got {text!r}") from None
+
+
 def _loss_options(func):
     """``--loss``, ``--negatives``, ``--num-negatives``, ``--gravity``."""
-    func = _option("--gravity", param="gravity", type=float,
+    func = _option("--gravity", param="gravity", type=str,
                    help="Gravity coefficient: (1/(M N)) sum <U_i, V_j>^2 over the "
-                        "batch queries and all items.")(func)
+                        "batch queries and all items; auto = 1 with the full loss, 0 with "
+                        "a sampled one.")(func)
     func = _option("--num-negatives", param="num_negatives", type=int,
                    help="Negatives per batch (uniform, popularity; per query for hard).")(func)
     func = _option("--negatives", param="negatives",
@@ -159,7 +170,7 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 @json_option
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,
-              negatives: str, num_negatives: int, gravity: float, epochs: int, batch_size: int,
+              negatives: str, num_negatives: int, gravity: str, epochs: int, batch_size: int,
               lr: float, optimizer: str, patience: int, validation_fraction: float,
               checkpoint_dir: str | None, resume: str | None, random_state: int, threads: int,
               overwrite: bool, as_json: bool) -> None:
@@ -185,6 +196,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     if resume is not None and not Path(resume).is_dir():
         raise RecompareError(f"checkpoint directory {resume} does not exist")
     hidden_sizes = parse_hidden(hidden)
+    gravity = _parse_gravity(gravity)
     loss = _loss_for(click.get_current_context(), loss)
 
     from ..data.dataset import Dataset
@@ -224,7 +236,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     rows = [
         ("features", ", ".join(info["features"])),
         ("loss", loss if loss == "full" else f"sampled, negatives {negatives}"),
-        ("gravity", f"{gravity:g}"),
+        ("gravity", f"{model.gravity_value():g}"),
         ("epochs run", str(info["epochs_run"])),
         ("best epoch", str(info.get("best_epoch") or "-")),
         ("validation recall@20", "-" if best is None else f"{best:.4f}"),

@@ -65,6 +65,8 @@ OPTIMIZERS = ("adam", "adagrad")
 POOLINGS = ("mean", "weighted", "sqrt")
 
 ARRAYS_FILE = "arrays.npz"
+#: ``gravity="auto"`` with the full loss (chosen on validation: docs/tuning.md)
+AUTO_GRAVITY = 1.0
 
 
 class SoftmaxDNN(Recommender):
@@ -100,8 +102,10 @@ class SoftmaxDNN(Recommender):
     num_negatives : int
         Negatives drawn per batch (shared by its queries) for ``uniform`` and
         ``popularity``; kept per query for ``hard``.
-    gravity : float >= 0
+    gravity : float >= 0 or "auto"
         Coefficient of the gravity penalty ``(1/(M N)) sum_i sum_j <U_i, V_j>^2``.
+        ``"auto"``: :data:`AUTO_GRAVITY` with the full loss, 0 with a sampled one (so
+        that the sampled variants, positives-only included, keep their own behaviour).
     epochs, batch_size, lr : training length, users per batch, learning rate
     optimizer : {"adam", "adagrad"}
     weight_decay : float >= 0
@@ -146,7 +150,7 @@ class SoftmaxDNN(Recommender):
         loss: str = "full",
         negatives: str = "uniform",
         num_negatives: int = 256,
-        gravity: float = 0.0,
+        gravity: float | str = "auto",
         epochs: int = 100,
         batch_size: int = 128,
         lr: float = 3e-3,
@@ -224,7 +228,9 @@ class SoftmaxDNN(Recommender):
             check(self.num_negatives <= dataset.n_items,
                   f"num_negatives={self.num_negatives} is larger than the catalogue "
                   f"({dataset.n_items} items); lower num_negatives")
-        check(self.gravity >= 0, f"gravity must be >= 0, got {self.gravity}")
+        check(self.gravity == "auto" or (isinstance(self.gravity, (int, float))
+                                         and self.gravity >= 0),
+              f"gravity must be >= 0 or 'auto', got {self.gravity!r}")
         check(is_int(self.epochs) and self.epochs > 0,
               f"epochs must be a positive integer, got {self.epochs}")
         check(is_int(self.batch_size) and self.batch_size > 0,
@@ -373,7 +379,13 @@ class SoftmaxDNN(Recommender):
     def _sparse_output(self) -> bool:
         # sampled losses touch a few item rows per batch: sparse gradients keep the
         # optimiser from visiting the whole catalogue; gravity's gradient is dense
-        return self.loss == "sampled" and self.gravity == 0
+        return self.loss == "sampled" and self.gravity_value() == 0
+
+    def gravity_value(self) -> float:
+        """The gravity coefficient in effect (``"auto"`` resolved by the loss)."""
+        if self.gravity == "auto":
+            return AUTO_GRAVITY if self.loss == "full" else 0.0
+        return float(self.gravity)
 
     def _build_tower(self, n_items: int, schema: FeatureSchema) -> QueryTower:
         return QueryTower(n_items, self.dim, as_hidden(self.hidden), self.activation,

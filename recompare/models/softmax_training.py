@@ -199,7 +199,8 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
 
     ``model`` is the :class:`~recompare.models.softmax.SoftmaxDNN` whose hyperparameters
     (``random_state``, ``target_fraction``, ``history_dropout``, ``batch_size``,
-    ``num_negatives``, ``gravity``, ``embedding_l2``) drive the epoch; its random streams depend only on
+    ``num_negatives``, ``gravity``, ``embedding_l2``) drive the epoch; its random
+    streams depend only on
     ``(random_state, epoch)``, so a resumed fit replays the same epochs.
     """
     rng = np.random.default_rng([model.random_state, 1, epoch])
@@ -215,7 +216,8 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
         batch = Batch.build(users, inputs, targets, user_cats, user_nums)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity, timer)
+        loss = batch_loss(tower, batch, sampler, gen, model.num_negatives,
+                          model.gravity_value(), timer)
         if model.embedding_l2 > 0:
             loss = loss + model.embedding_l2 * tower.embedding_penalty(batch)
         loss.backward()
