@@ -206,12 +206,16 @@ def _scaling(sizes: dict, threads: int, seed: int, say) -> dict:
     return out
 
 
+#: The folding variants train without hidden dropout: with the default dropout 0.5,
+#: gravity 1 no longer keeps the positives-only model from folding (leakage@10 0.26
+#: against 0.005 without dropout, on the planted data of tests/test_softmax.py; not yet
+#: explained), and the variants exist to show what the loss does, not the regulariser.
 FOLDING_VARIANTS = {
-    "none": {"loss": "sampled", "negatives": "none"},
-    "uniform": {"loss": "sampled", "negatives": "uniform"},
-    "hard": {"loss": "sampled", "negatives": "hard"},
-    "full": {"loss": "full"},
-    "gravity": {"loss": "sampled", "negatives": "none", "gravity": 1.0},
+    "none": {"loss": "sampled", "negatives": "none", "dropout": 0.0},
+    "uniform": {"loss": "sampled", "negatives": "uniform", "dropout": 0.0},
+    "hard": {"loss": "sampled", "negatives": "hard", "dropout": 0.0},
+    "full": {"loss": "full", "dropout": 0.0},
+    "gravity": {"loss": "sampled", "negatives": "none", "gravity": 1.0, "dropout": 0.0},
 }
 
 

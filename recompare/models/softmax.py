@@ -138,12 +138,12 @@ class SoftmaxDNN(Recommender):
 
     def __init__(
         self,
-        dim: int = 64,
+        dim: int = 128,
         hidden: Sequence[int] = (256,),
         activation: str = "relu",
-        dropout: float = 0.0,
+        dropout: float = 0.5,
         features: str | Sequence[str] = "auto",
-        pooling: str = "mean",
+        pooling: str = "sqrt",
         tie_embeddings: bool = False,
         normalize: bool = False,
         temperature: float = 1.0,
@@ -151,8 +151,8 @@ class SoftmaxDNN(Recommender):
         negatives: str = "uniform",
         num_negatives: int = 256,
         gravity: float | str = "auto",
-        epochs: int = 100,
-        batch_size: int = 128,
+        epochs: int = 20,
+        batch_size: int = 32,
         lr: float = 3e-3,
         optimizer: str = "adam",
         weight_decay: float = 0.0,
@@ -160,8 +160,8 @@ class SoftmaxDNN(Recommender):
         init_scale: float = 1.0,
         target_fraction: float = 0.5,
         history_dropout: float = 0.05,
-        validation_fraction: float = 0.1,
-        patience: int | None = 5,
+        validation_fraction: float = 0.0,
+        patience: int | None = None,
         random_state: int = 0,
         threads: int = 0,
     ) -> None:
@@ -254,6 +254,9 @@ class SoftmaxDNN(Recommender):
             if self.patience == 0:
                 warnings.warn("patience=0 is read as patience=None (no early stopping); "
                               "pass None", FutureWarning, stacklevel=4)
+            check(not self.patience or self.validation_fraction > 0,
+                  "early stopping (patience) needs validation data: set validation_fraction "
+                  "(e.g. 0.2)")
         check(is_int(self.threads) and self.threads >= 0,
               f"threads must be a non-negative integer, got {self.threads}")
         check(dataset.n_items > 1, "the data set needs at least two items")
