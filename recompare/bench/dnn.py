@@ -374,7 +374,7 @@ def _accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget:
     from ..tune import fit_best, tune
 
     ds, source = _peer_data(dataset, scale, seed)
-    grid = ALS_GRID_TINY if scale == "tiny" else ALS_GRID
+    grid = ALS_GRID_TINY if scale == "tiny" and dataset is None else ALS_GRID
     say(f"accuracy vs implicit ALS on {source}: tuning the peer on validation")
     peer = _tuned_implicit(ds, grid, threads, seed)
     if peer is None:
@@ -426,8 +426,9 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
         A prepared, split data set (e.g. ml-latest-small) for the accuracy-vs-peer part;
         default: the bundled planted data (a small planted split at the tiny scale).
     tune_budget, seeds : int, optional
-        Trials of the tuned DNN (default 2 at the tiny scale, else 8) and seeds of the
-        default DNN (default 1 at the tiny scale, else 3).
+        Trials of the tuned DNN (default 2 at the tiny scale without ``dataset``, else 6)
+        and seeds of the default DNN (default 1 at the tiny scale without ``dataset``,
+        else 3).
 
     Returns
     -------
@@ -450,9 +451,9 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
         scaling = _scaling(sizes["scaling"], n_threads, seed, say)
         folding = _folding(sizes["folding"], n_threads, seed, say)
         accuracy = _accuracy(sizes["accuracy"], n_threads, seed, say)
-        tiny = scale == "tiny"
+        tiny = scale == "tiny" and dataset is None
         versus_als = _accuracy_vs_peer(dataset, scale, n_threads, seed,
-                                       tune_budget or (2 if tiny else 8),
+                                       tune_budget or (2 if tiny else 6),
                                        seeds or (1 if tiny else 3), say)
     return {"scale": scale, "threads": n_threads, "cpus": os.cpu_count(),
             # wall times on a shared machine are only as good as its load
