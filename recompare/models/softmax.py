@@ -18,10 +18,8 @@ import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +32,14 @@ from .._threads import torch_threads
 from ..errors import RecompareError
 from .base import MODEL_FILE, Callback, Recommender, read_model_json
 from .sampling import NegativeSampler
+from .softmax_params import (  # noqa: F401 - the allowed values stay importable here
+    ACTIVATIONS,
+    LOSSES,
+    NEGATIVES,
+    OPTIMIZERS,
+    POOLINGS,
+    validate,
+)
 from .softmax_training import (
     STATE_FILE,
     VALIDATION_K,
@@ -57,12 +63,6 @@ from .tower import (
     resolve_features,
     training_user_features,
 )
-
-LOSSES = ("full", "sampled")
-NEGATIVES = ("none", "uniform", "popularity", "in-batch", "hard")
-ACTIVATIONS = ("relu", "tanh")
-OPTIMIZERS = ("adam", "adagrad")
-POOLINGS = ("mean", "weighted", "sqrt")
 
 ARRAYS_FILE = "arrays.npz"
 #: ``gravity="auto"`` with the full loss (chosen on validation: docs/tuning.md)
@@ -203,65 +203,7 @@ class SoftmaxDNN(Recommender):
 
     # ----------------------------------------------------------- validation
     def _validate(self, dataset) -> None:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise RecompareError(message)
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-        check(is_int(self.dim) and self.dim > 0, f"dim must be a positive integer, got {self.dim}")
-        hidden = as_hidden(self.hidden)
-        check(all(h > 0 for h in hidden), f"hidden sizes must be positive, got {self.hidden}")
-        check(self.activation in ACTIVATIONS,
-              f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        check(self.pooling in POOLINGS,
-              f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
-        check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        check(self.negatives in NEGATIVES,
-              f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
-        check(is_int(self.num_negatives) and self.num_negatives > 0,
-              f"num_negatives must be a positive integer, got {self.num_negatives}")
-        if self.loss == "sampled" and self.negatives in ("uniform", "popularity", "hard"):
-            check(self.num_negatives <= dataset.n_items,
-                  f"num_negatives={self.num_negatives} is larger than the catalogue "
-                  f"({dataset.n_items} items); lower num_negatives")
-        check(self.gravity == "auto" or (isinstance(self.gravity, (int, float))
-                                         and self.gravity >= 0),
-              f"gravity must be >= 0 or 'auto', got {self.gravity!r}")
-        check(is_int(self.epochs) and self.epochs > 0,
-              f"epochs must be a positive integer, got {self.epochs}")
-        check(is_int(self.batch_size) and self.batch_size > 0,
-              f"batch_size must be a positive integer, got {self.batch_size}")
-        check(self.lr > 0, f"lr must be positive, got {self.lr}")
-        check(self.optimizer in OPTIMIZERS,
-              f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        check(self.embedding_l2 >= 0, f"embedding_l2 must be >= 0, got {self.embedding_l2}")
-        check(self.init_scale > 0, f"init_scale must be positive, got {self.init_scale}")
-        check(0 < self.target_fraction < 1,
-              f"target_fraction must be in (0, 1), got {self.target_fraction}")
-        check(0 <= self.history_dropout < 1,
-              f"history_dropout must be in [0, 1), got {self.history_dropout}")
-        check(0 <= self.validation_fraction < 1,
-              f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if self.patience is not None:
-            check(is_int(self.patience) and self.patience >= 0,
-                  f"patience must be a positive integer or None (no early stopping), "
-                  f"got {self.patience!r}")
-            if self.patience == 0:
-                warnings.warn("patience=0 is read as patience=None (no early stopping); "
-                              "pass None", FutureWarning, stacklevel=4)
-            check(not self.patience or self.validation_fraction > 0,
-                  "early stopping (patience) needs validation data: set validation_fraction "
-                  "(e.g. 0.2)")
-        check(is_int(self.threads) and self.threads >= 0,
-              f"threads must be a non-negative integer, got {self.threads}")
-        check(dataset.n_items > 1, "the data set needs at least two items")
-        train = dataset.train
-        check(train.nnz > 0, "the training matrix is empty")
+        validate(self, dataset)
 
     def check(self, dataset) -> tuple[str, ...]:
         """Validate the parameters against ``dataset``; returns the query features used.
