@@ -102,9 +102,9 @@ def test_cli_budget_zero_and_bad_space(bundled_path, out_dir):
 
 def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
     pytest.importorskip("implicit")
-    from recompare.bench.dnn import _accuracy_vs_peer
+    from recompare.bench.dnn_peer import accuracy_vs_peer
 
-    out = _accuracy_vs_peer(None, "tiny", threads=1, seed=0, tune_budget=1, seeds=2,
+    out = accuracy_vs_peer(None, "tiny", threads=1, seed=0, tune_budget=1, seeds=2,
                             say=lambda m: None)
     peer = out["implicit"]
     assert all("validation_recall@20" in t for t in peer["grid"])
