@@ -113,3 +113,25 @@ def test_feature_statistics_come_from_training_users_only(tiny_split):
     schema = model.schema_
     assert schema.mean.tolist() == [30.0]
     assert schema.categorical["kind"].tolist() == ["common"]
+
+
+def test_evaluate_warns_about_a_model_selected_on_test(tiny_split, tmp_path):
+    """Models saved before issue 9 with validate_on='test' load, and evaluate says so."""
+    import json
+
+    from click.testing import CliRunner
+
+    from recompare.cli import main
+
+    data_dir, model_dir = tmp_path / "data", tmp_path / "dnn"
+    tiny_split.save(data_dir)
+    SoftmaxDNN(**{**DNN, "epochs": 2}).fit(tiny_split).save(model_dir)
+    meta_file = model_dir / "model.json"
+    meta = json.loads(meta_file.read_text())
+    meta["params"]["validate_on"] = "test"
+    meta["fit_info"].pop("selected_on")
+    meta_file.write_text(json.dumps(meta))
+    res = CliRunner().invoke(main, ["evaluate", str(data_dir), str(model_dir), "--protocol",
+                                    "weak", "--k", "20"])
+    assert res.exit_code == 0, res.output
+    assert "selected on the test split" in res.output
