@@ -153,8 +153,8 @@ def threads_option(func):
 def _register() -> None:
     import importlib
 
-    for name in ("data", "train_wals", "train_dnn", "evaluate", "recommend", "export", "compare",
-                 "bench"):
+    for name in ("data", "train_wals", "train_dnn", "tune", "evaluate", "recommend", "export",
+                 "compare", "bench"):
         try:
             module = importlib.import_module(f"recompare.commands.{name}")
         except ModuleNotFoundError as exc:

@@ -76,13 +76,15 @@ def tiny():
 def _fit_everything(data) -> None:
     import scipy.sparse as sp
 
+    from recompare.data.validation import validation_split
     from recompare.models.baselines import Popularity, RandomEmbeddings
     from recompare.models.softmax import SoftmaxDNN
     from recompare.models.wals import WALS
 
+    val = validation_split(data, 0.2, 0)  # selection never reads test
     for solver in ("cg", "cholesky"):
         model = WALS(dim=8, iterations=3, solver=solver, threads=2, patience=1)
-        model.fit(data, validation=data.split.test)
+        model.fit(val, validation=val.split.test)
         model.embed_new_users(sp.csr_matrix(data.train[:5]))
         model.objective(data)
     dnn = SoftmaxDNN(dim=8, hidden=(16,), epochs=2, batch_size=64, threads=2, random_state=0)

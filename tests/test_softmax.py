@@ -275,7 +275,7 @@ def test_sampled_training_touches_only_sampled_item_rows(data):
     state = gen.get_state()
     cand, _ = sampler.sample(gen, batch.target_items)
     gen.set_state(state)
-    loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity)
+    loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity_value())
     loss.backward()
     for opt in opts:
         opt.step()
@@ -292,7 +292,8 @@ def test_folding_positives_only_leaks_much_more(data):
         "full": {"loss": "full"},
         "gravity": {"loss": "sampled", "negatives": "none", "gravity": 1.0},
     }.items():
-        model = SoftmaxDNN(**{**FAST, "epochs": 10}, **params).fit(data)
+        # without dropout, as bench dnn's folding variants (see FOLDING_VARIANTS there)
+        model = SoftmaxDNN(**{**FAST, "epochs": 10, "dropout": 0.0}, **params).fit(data)
         result = evaluate(model, data, "weak", ks=(10,), folding=True, score_folding=False)
         leak[name] = result["folding"]["leakage@10"]
     assert leak["none"] > 0.3, leak
@@ -469,6 +470,38 @@ def test_weighted_pooling_is_a_value_weighted_mean():
         mean = towers["mean"].query(batch, None)
     assert torch.allclose(got[[1, 2, 3]], mean[[1, 2, 3]], atol=1e-6)
     assert not torch.allclose(got[0], mean[0])
+
+
+def _bag_batch():
+    schema = FeatureSchema.build(None, uses_history=True)
+    cats, nums = schema.encode(None, n_rows=4)
+    rows = np.array([0, 0, 0, 0, 1, 3])
+    items = np.array([1, 5, 7, 8, 2, 9])
+    matrix = sp.csr_matrix((np.ones(6, dtype=np.float32), (rows, items)), shape=(4, 12))
+    targets = sp.csr_matrix((np.ones(2, dtype=np.float32), ([0, 1], [3, 4])), shape=(4, 12))
+    return schema, Batch.build(np.arange(4), matrix, targets, cats, nums)
+
+
+def test_sqrt_pooling_is_sum_over_root_bag_size():
+    schema, batch = _bag_batch()
+    tower = QueryTower(12, 3, (), "relu", 0.0, schema, False, False, 1.0,
+                       sparse_out=False, pooling="sqrt")
+    tower.reset_parameters(torch.Generator().manual_seed(0))
+    bag_in = tower.item_in.detach()
+    expected = torch.stack([bag_in[[1, 5, 7, 8]].sum(0) / 2, bag_in[2], torch.zeros(3),
+                            bag_in[9]])
+    with torch.no_grad():
+        assert torch.allclose(tower.query(batch, None), tower.layers[0](expected), atol=1e-6)
+
+
+def test_embedding_penalty_is_squared_norm_of_rows_used_per_query():
+    schema, batch = _bag_batch()
+    tower = QueryTower(12, 3, (), "relu", 0.0, schema, False, False, 1.0, sparse_out=False)
+    tower.reset_parameters(torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        inp = tower.item_in[[1, 5, 7, 8, 2, 9]].pow(2).sum()
+        out = tower.item_out[[3, 4]].pow(2).sum()
+        assert torch.allclose(tower.embedding_penalty(batch), (inp + out) / 4)
 
 
 def test_cli_negatives_need_the_sampled_loss(tmp_path):

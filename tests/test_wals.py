@@ -296,7 +296,10 @@ def test_deterministic_and_refit_reinitialises(bundled):
 
 
 def test_validation_recall_and_early_stopping(bundled):
+    from recompare.data.validation import validation_split
+
     events = []
+    bundled = validation_split(bundled, 0.2, random_state=0)  # never select on test
     model = WALS(iterations=30, patience=2).fit(bundled, callback=events.append,
                                                   validation=bundled.split.test)
     info = model.fit_info_

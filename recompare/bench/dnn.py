@@ -14,9 +14,11 @@
    a ``mirror`` (perfectly disjoint copies) of single-group, MovieLens-shaped data.
    Target: ``none`` leaks >= 5x more than each.
 4. **Accuracy.**  recall@20 (weak protocol) of the default model against popularity
-   on the bundled data set; at full scale also against a tuned ``implicit`` ALS on
-   MovieLens-shaped data (planted, one group, 6,000 x 3,500, 360k interactions).
-   Target: within 5% (ratio >= 0.95).
+   on the bundled data set; and, in the same run, the default DNN (over ``seeds``
+   seeds), the DNN tuned by ``recompare tune`` and the default WALS against an
+   ``implicit`` ALS tuned on a validation carve of the training part (never on test),
+   on a given data set (``bench dnn --dataset PATH``, e.g. ml-latest-small) or the
+   bundled planted data.  Targets: 0.92x, 0.97x and 1.0x; seed spread < 5% of the mean.
 """
 from __future__ import annotations
 
@@ -204,12 +206,16 @@ def _scaling(sizes: dict, threads: int, seed: int, say) -> dict:
     return out
 
 
+#: The folding variants train without hidden dropout: with the default dropout 0.5,
+#: gravity 1 no longer keeps the positives-only model from folding (leakage@10 0.26
+#: against 0.005 without dropout, on the planted data of tests/test_softmax.py; not yet
+#: explained), and the variants exist to show what the loss does, not the regulariser.
 FOLDING_VARIANTS = {
-    "none": {"loss": "sampled", "negatives": "none"},
-    "uniform": {"loss": "sampled", "negatives": "uniform"},
-    "hard": {"loss": "sampled", "negatives": "hard"},
-    "full": {"loss": "full"},
-    "gravity": {"loss": "sampled", "negatives": "none", "gravity": 1.0},
+    "none": {"loss": "sampled", "negatives": "none", "dropout": 0.0},
+    "uniform": {"loss": "sampled", "negatives": "uniform", "dropout": 0.0},
+    "hard": {"loss": "sampled", "negatives": "hard", "dropout": 0.0},
+    "full": {"loss": "full", "dropout": 0.0},
+    "gravity": {"loss": "sampled", "negatives": "none", "gravity": 1.0, "dropout": 0.0},
 }
 
 
@@ -284,64 +290,9 @@ def _accuracy(sizes: dict, threads: int, seed: int, say) -> dict:
             "dnn_epochs_run": dnn.fit_info_["epochs_run"]}
 
 
-#: the peer's grid (implicit ALS, 64 factors, 15 iterations), centred on the best of a
-#: wider search (regularisation 10..500, alpha 5..40; docs/softmax.md)
-ALS_GRID = {"regularization": (50.0, 150.0, 500.0), "alpha": (5.0, 10.0, 20.0)}
-
-
-def _accuracy_vs_als(threads: int, seed: int, say) -> dict:
-    """recall@20 of the default DNN vs a tuned implicit ALS on MovieLens-shaped data."""
-    from ..data.splits import split
-    from ..data.synth import planted
-    from ..evaluate.metrics import accuracy
-    from ..models.softmax import SoftmaxDNN
-    from ..models.topk import topk_dot
-
-    try:
-        from implicit.cpu.als import AlternatingLeastSquares
-    except ImportError:
-        return {"skipped": "implicit is not installed (pip install -e '.[bench]')"}
-    ds = split(planted(n_users=6000, n_items=3500, n_groups=1, interactions_per_user=60,
-                       seed=1), "random", seed=0)
-    test = ds.split.test
-    has = np.flatnonzero(np.diff(test.indptr) > 0)
-
-    def recall(queries, items) -> float:
-        ids, _ = topk_dot(queries[has], items, 20, exclude=ds.train[has])
-        return accuracy(ids, test[has], (20,))["metrics"]["recall@20"]
-
-    say("accuracy vs implicit ALS on MovieLens-shaped data")
-    start = time.perf_counter()
-    dnn = SoftmaxDNN(threads=threads, random_state=seed).fit(ds)
-    dnn_seconds = time.perf_counter() - start
-    r_dnn = recall(dnn.query_embeddings(), dnn.item_embeddings())
-    try:  # implicit asks for a single-threaded BLAS (it parallelises itself)
-        from threadpoolctl import threadpool_limits
-
-        limits = threadpool_limits(1, "blas")
-    except ImportError:  # pragma: no cover
-        limits = None
-    grid = []
-    for reg in ALS_GRID["regularization"]:
-        for alpha in ALS_GRID["alpha"]:
-            als = AlternatingLeastSquares(factors=64, regularization=reg, alpha=alpha,
-                                          iterations=15, random_state=seed,
-                                          num_threads=threads)
-            als.fit(ds.train, show_progress=False)
-            grid.append({"regularization": reg, "alpha": alpha,
-                         "recall@20": recall(als.user_factors, als.item_factors)})
-    if limits is not None:
-        limits.restore_original_limits()
-    best = max(grid, key=lambda g: g["recall@20"])
-    return {"data": f"planted, 1 group, {ds.n_users} x {ds.n_items}, "
-                    f"{int(ds.interactions.nnz):,} interactions, random split",
-            "dnn_recall@20": r_dnn, "dnn_train_seconds": dnn_seconds,
-            "als_best": best, "als_grid": grid,
-            "ratio": r_dnn / best["recall@20"]}
-
-
 def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
-        seed: int = 0, threads: int = 1) -> dict:
+        seed: int = 0, threads: int = 1, dataset: str | os.PathLike | None = None,
+        tune_budget: int | None = None, seeds: int | None = None) -> dict:
     """Run the four DNN benchmarks (see the module docstring).
 
     Parameters
@@ -353,6 +304,13 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
         this project's machine are shared, and on a busy machine idle-waiting OpenMP
         threads turn milliseconds into seconds, so multi-threaded figures measure the
         load; the ratios hold at any thread count on a quiet machine).
+    dataset : path, optional
+        A prepared, split data set (e.g. ml-latest-small) for the accuracy-vs-peer part;
+        default: the bundled planted data (a small planted split at the tiny scale).
+    tune_budget, seeds : int, optional
+        Trials of the tuned DNN (default 2 at the tiny scale without ``dataset``, else 6)
+        and seeds of the default DNN (default 1 at the tiny scale without ``dataset``,
+        else 3).
 
     Returns
     -------
@@ -360,6 +318,7 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
     (the headline, with targets and whether they were met).
     """
     from .._threads import torch_threads
+    from .dnn_peer import accuracy_vs_peer
 
     if scale not in SIZES:
         raise ValueError(f"unknown scale {scale!r}")
@@ -375,8 +334,10 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
         scaling = _scaling(sizes["scaling"], n_threads, seed, say)
         folding = _folding(sizes["folding"], n_threads, seed, say)
         accuracy = _accuracy(sizes["accuracy"], n_threads, seed, say)
-        versus_als = (_accuracy_vs_als(n_threads, seed, say) if scale == "full"
-                      else {"skipped": "full scale only"})
+        tiny = scale == "tiny" and dataset is None
+        versus_als = accuracy_vs_peer(dataset, scale, n_threads, seed,
+                                       tune_budget or (2 if tiny else 6),
+                                       seeds or (1 if tiny else 3), say)
     return {"scale": scale, "threads": n_threads, "cpus": os.cpu_count(),
             # wall times on a shared machine are only as good as its load
             "load_average": [load_before, os.getloadavg()[0]],
@@ -413,6 +374,8 @@ def _figures(throughput: dict, scaling: dict, folding: dict, accuracy: dict,
             "met": bool(fold["min_ratio"] >= TARGET_FOLDING)})
         figures.append({"name": f"folding ({where}): leakage@10 of none",
                         "value": round(fold["none"]["leakage@10"], 4)})
+    from .dnn_peer import PEER_TARGETS
+
     figures.append({"name": f"recall@20, default DNN / popularity ({accuracy['data']})",
                     "value": round(accuracy["ratio"], 2), "unit": "x",
                     "peer_value": round(accuracy["popularity_recall@20"], 4)})
@@ -420,10 +383,17 @@ def _figures(throughput: dict, scaling: dict, folding: dict, accuracy: dict,
                        "value": round(scaling["sampled_growth_cpu_time"], 3), "unit": "x"})
     figures.insert(2, {"name": "full softmax logits matmul / machine matmul, per CPU second",
                        "value": round(throughput["ratio_cpu_time"], 3), "unit": "x"})
-    if "ratio" in versus_als:
-        figures.append({"name": "recall@20, default DNN / tuned implicit ALS "
-                                "(MovieLens-shaped)",
-                        "value": round(versus_als["ratio"], 3), "unit": "x",
-                        "peer_value": round(versus_als["als_best"]["recall@20"], 4),
-                        "target": 0.95, "met": bool(versus_als["ratio"] >= 0.95)})
+    peer = versus_als.get("implicit")
+    for name, row in versus_als.get("models", {}).items():
+        target = PEER_TARGETS[name]
+        figures.append({"name": f"recall@20, {name} / tuned implicit ALS "
+                                f"({versus_als['data']}; peer tuned on validation)",
+                        "value": round(row["ratio"], 3), "unit": "x",
+                        "peer_value": round(peer["recall@20"], 4),
+                        "target": target, "met": bool(row["ratio"] >= target)})
+        if "spread_of_mean" in row and len(row["seeds"]) > 1:
+            figures.append({"name": f"{name} recall@20 spread over {len(row['seeds'])} seeds "
+                                    "/ mean",
+                            "value": round(row["spread_of_mean"], 3), "target": 0.05,
+                            "met": bool(row["spread_of_mean"] < 0.05)})
     return figures

@@ -27,8 +27,12 @@ OPT_IN = ("scale",)
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Directory for bench.json, bench.md and plots (replaced atomically) "
                    "[default: bench-results/SCALE].")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False), default=None,
+              help="dnn only: a prepared, split data set for the accuracy-vs-implicit part "
+                   "(e.g. ml-latest-small) [default: the bundled planted data].")
 @json_option
-def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
+def bench(suite: str, scale: str, output: str | None, dataset: str | None,
+          as_json: bool) -> None:
     """Run the scripted benchmarks and report figures as ratios to their peers.
 
     Each benchmark measures recompare and its peer in the same run (implicit for
@@ -45,6 +49,7 @@ def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
       recompare bench wals --scale full --json  # the WALS figures against implicit
       recompare bench serving --scale full      # catalogue sweep up to 10^6 items
       recompare bench scale --scale small       # Spark / local WALS ratios
+      recompare bench dnn --dataset mls/        # DNN and WALS vs tuned implicit there
     """
     import importlib
     import time
@@ -64,7 +69,8 @@ def bench(suite: str, scale: str, output: str | None, as_json: bool) -> None:
                 message = event.get("message") or event.get("stage") or ""
                 _status.update(f"[bold]bench {_name}[/] ({scale}) {message}")
 
-            results["suites"][name] = module.run(scale=scale, callback=callback)
+            extra = {"dataset": dataset} if name == "dnn" and dataset else {}
+            results["suites"][name] = module.run(scale=scale, callback=callback, **extra)
         results["suites"][name]["wall_seconds"] = time.perf_counter() - start
         console.log(f"bench {name} done in {time.perf_counter() - start:.1f} s")
     write_bench_outputs(results, output)

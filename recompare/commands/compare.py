@@ -77,12 +77,15 @@ def _write_report(output: str, overwrite: bool, results: dict, models: dict,
                    "per copy), for data whose own groups overlap or that has none.")
 @click.option("--mirror-copies", type=click.IntRange(min=2), default=2, show_default=True,
               help="Copies made by --folding-mirror.")
+@click.option("--tune", "tune", type=click.IntRange(min=1), default=None,
+              help="Tune WALS and the DNN with the same budget of trials on validation "
+                   "(recompare tune) before comparing; default: the family defaults.")
 @seed_option
 @threads_option
 @json_option
 def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: bool,
-            serving_threads: int, folding_mirror: bool, mirror_copies: int, random_state: int,
-            threads: int, as_json: bool) -> None:
+            serving_threads: int, folding_mirror: bool, mirror_copies: int, tune: int | None,
+            random_state: int, threads: int, as_json: bool) -> None:
     """Answer the MF-vs-DNN question on DATASET with measurements.
 
     Trains WALS and the softmax DNN with their defaults plus their folding
@@ -136,7 +139,8 @@ def compare(dataset: str, output: str | None, quick: bool, ks: str, overwrite: b
             data, quick=quick, ks=k_values, seed=random_state, threads=threads,
             serving_threads=serving_threads, variants=variants,
             callback=_progress_callback(progress, task, len(variants)),
-            return_models=True, folding_mirror=mirror_copies if folding_mirror else None)
+            return_models=True, folding_mirror=mirror_copies if folding_mirror else None,
+            tune=tune)
         progress.update(task, completed=steps, description="done", detail="")
     if output:
         n_plots = _write_report(output, overwrite, results, models, data)

@@ -121,6 +121,10 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
             status.update(f"[bold]evaluate[/] {event.get('message', '')}")
 
         models = load_models(model_specs, dataset, random_state, callback)
+        for name, model in models.items():
+            if getattr(model, "fit_info_", {}).get("selected_on") == "test":
+                console.log(f"[yellow]warning:[/] {name} was selected on the test split "
+                            "(early stopping); its test figures are optimistic")
         results = evaluate_models(models, dataset, protocols, ks, folding=folding, seed=random_state,
                                   callback=callback)
         written: dict = {}

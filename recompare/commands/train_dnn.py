@@ -61,11 +61,22 @@ def _input_options(func):
     return func
 
 
+def _parse_gravity(text: str) -> float | str:
+    """``--gravity``: ``auto`` or a number >= 0 (checked by the model)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise RecompareError(f"--gravity must be a number or auto, got {text!r}") from None
+
+
 def _loss_options(func):
     """``--loss``, ``--negatives``, ``--num-negatives``, ``--gravity``."""
-    func = _option("--gravity", param="gravity", type=float,
+    func = _option("--gravity", param="gravity", type=str,
                    help="Gravity coefficient: (1/(M N)) sum <U_i, V_j>^2 over the "
-                        "batch queries and all items.")(func)
+                        "batch queries and all items; auto = 1 with the full loss, 0 with "
+                        "a sampled one.")(func)
     # the negatives options only mean something with --loss sampled: their defaults are
     # stated in the help text, not as "[default: ...]", which would suggest they always apply
     func = click.option("--num-negatives", type=int, default=DEFAULTS["num_negatives"],
@@ -98,10 +109,12 @@ def _training_options(func):
 
 
 def _stopping_options(func):
-    """``--patience``, ``--validate-on``."""
-    func = _option("--validate-on", param="validate_on", type=click.Choice(("train", "test")),
-                   help="train: a slice of training users' items; test: the split's "
-                        "test part (optimistic).")(func)
+    """``--patience``, ``--validation-fraction``."""
+    func = _option("--validation-fraction", param="validation_fraction",
+                   type=click.FloatRange(0, 1, max_open=True),
+                   help="Share of each training user's items held out for validation "
+                        "(carved from the training part; the test split is never read); "
+                        "0 = none.")(func)
     func = _option("--patience", param="patience", type=click.IntRange(min=0),
                    help="Stop after this many epochs without a better validation "
                         "recall@20; 0 = no early stopping (train all epochs).")(func)
@@ -165,8 +178,8 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 @json_option
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,
-              negatives: str, num_negatives: int, gravity: float, epochs: int, batch_size: int,
-              lr: float, optimizer: str, patience: int, validate_on: str,
+              negatives: str, num_negatives: int, gravity: str, epochs: int, batch_size: int,
+              lr: float, optimizer: str, patience: int, validation_fraction: float,
               checkpoint_dir: str | None, resume: str | None, random_state: int, threads: int,
               overwrite: bool, as_json: bool) -> None:
     """Train the softmax DNN on DATASET and save it to MODEL (-o).
@@ -191,6 +204,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     if resume is not None and not Path(resume).is_dir():
         raise RecompareError(f"checkpoint directory {resume} does not exist")
     hidden_sizes = parse_hidden(hidden)
+    gravity = _parse_gravity(gravity)
     loss = _loss_for(click.get_current_context(), loss)
 
     from ..data.dataset import Dataset
@@ -203,7 +217,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
         batch_size=batch_size, lr=lr, optimizer=optimizer,
         patience=patience or None,  # --patience 0: no early stopping
-        validate_on=validate_on, random_state=random_state, threads=threads,
+        validation_fraction=validation_fraction, random_state=random_state, threads=threads,
     )
     model.check(data)  # bad input fails here, before the progress bar appears
     if checkpoint_dir is None and resume is not None:
@@ -230,7 +244,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     rows = [
         ("features", ", ".join(info["features"])),
         ("loss", loss if loss == "full" else f"sampled, negatives {negatives}"),
-        ("gravity", f"{gravity:g}"),
+        ("gravity", f"{model.gravity_value():g}"),
         ("epochs run", str(info["epochs_run"])),
         ("best epoch", str(info.get("best_epoch") or "-")),
         ("validation recall@20", "-" if best is None else f"{best:.4f}"),

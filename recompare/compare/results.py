@@ -150,3 +150,4 @@ class ComparisonResults(TypedDict):
     statistics: Statistics  #: the intervals the verdicts quote
     folding: FoldingCheck  #: folding applicability and, if asked, the mirror run
     table: list[TableRow]
+    tuning: dict[str, Any]  #: ``--tune``: chosen and default configurations per family

@@ -107,6 +107,7 @@ def run_comparison(
     callback: Callback | None = None,
     return_models: bool = False,
     folding_mirror: int | None = None,
+    tune: int | None = None,
 ) -> ComparisonResults | tuple[ComparisonResults, dict[str, Any]]:
     """Train, evaluate and measure every variant.
 
@@ -136,6 +137,10 @@ def run_comparison(
     folding_mirror : int, optional
         Also answer the folding question on this many coupled copies of the data set
         (:func:`~recompare.compare.folding.mirrored`); the folding row then reports it.
+    tune : int, optional
+        Give both families (roles ``wals`` and ``dnn``) the same budget of
+        :func:`recompare.tune.tune` trials on validation and train them with the chosen
+        configurations; None: the defaults (``results["tuning"]`` says which).
 
     Returns
     -------
@@ -156,6 +161,7 @@ def run_comparison(
     if not _has_side_features(dataset):  # the DNN with features is the history-only one
         variants = [v for v in variants if v.role != "features"]
     runs = [_with_runtime_params(_quick(v) if quick else v, dataset, threads) for v in variants]
+    tuning = _tune_families(dataset, runs, tune, seed, emit) if tune else None
     models: dict[str, Any] = {}
     info: dict[str, ModelRecord] = {}
     for number, variant in enumerate(runs, 1):
@@ -189,6 +195,7 @@ def run_comparison(
                                  _folding_on_mirror(dataset, int(folding_mirror), runs, ks,
                                                     seed, emit)),
         "table": [],
+        "tuning": tuning or {"budget": None, "note": "family defaults (no --tune)"},
     }
     results["table"] = comparison_table(results)
     return (results, models) if return_models else results
@@ -219,6 +226,27 @@ def _folding_on_mirror(dataset: Any, copies: int, runs: list[Variant], ks: tuple
     return MirrorRun(copies=copies, cross_rate=MIRROR_CROSS_RATE,
                      dataset={**data.info(), "protocols": list(data.protocols)},
                      models=info, evaluation=dict(evaluation))
+def _tune_families(dataset: Any, runs: list[Variant], budget: int, seed: int,
+                   emit: Callback) -> dict[str, Any]:
+    """Tune the ``wals`` and ``dnn`` roles with the same budget (on validation); their
+    runs take the chosen parameters.  Returns the chosen and default configurations."""
+    from ..tune import tune
+
+    out: dict[str, Any] = {"budget": budget}
+    for i, variant in enumerate(runs):
+        if variant.role not in ("wals", "dnn"):
+            continue
+        emit({"stage": "tune", "message": f"tuning {variant.name} ({budget} trials)"})
+        result = tune(dataset, variant.role, budget, random_state=seed,
+                      callback=lambda e, n=variant.name: emit(
+                          {"stage": "tune", "message": f"tuning {n}: trial {e['trial'] + 1}"}))
+        runs[i] = dataclasses.replace(variant, params={**variant.params, **result.params})
+        out[variant.name] = {"family": variant.role, "chosen": result.params,
+                             "defaults": result.trials[0]["params"],
+                             "validation_recall@20": max(t["score"] for t in result.trials),
+                             "default_validation_recall@20": result.trials[0]["score"],
+                             "trials": result.trials}
+    return out
 
 
 def _warm_up() -> None:

@@ -10,6 +10,7 @@ from .dataset import Dataset, IdMap, Split, from_interactions
 from .loaders import detect_format, prepare, read_log, read_movielens
 from .splits import split
 from .synth import mirror, planted
+from .validation import validation_split
 
 __all__ = [
            "Dataset",
@@ -23,4 +24,5 @@ __all__ = [
            "read_log",
            "read_movielens",
            "split",
+           "validation_split",
 ]

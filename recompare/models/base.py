@@ -283,7 +283,8 @@ def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
                      tuples: Sequence[str] = (), *,
                      keys: Mapping[str, TypeSpec] | None = None,
                      required: Mapping[str, TypeSpec] | None = None,
-                     renamed: Mapping[str, str] | None = None) -> tuple[Recommender, dict]:
+                     renamed: Mapping[str, str] | None = None,
+                     retired: Sequence[str] = ()) -> tuple[Recommender, dict]:
     """The start of every family's ``load``: an instance of ``cls`` with the saved
     hyperparameters and the fitted state common to all families, and the parsed
     ``model.json``, from which the caller reads its own arrays.
@@ -302,6 +303,9 @@ def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
         The family's own required keys of ``model.json``.
     renamed : mapping of str to str, optional
         Parameters saved under an older name: old name -> current name.
+    retired : sequence of str
+        Parameters older versions saved that no longer exist; they are dropped (the
+        returned ``meta`` still holds them).
 
     Returns
     -------
@@ -328,6 +332,8 @@ def read_saved_model(cls: type[Recommender], path: str | os.PathLike,
     for old, new in (renamed or {}).items():
         if old in params and new not in params:
             params[new] = params.pop(old)
+    for name in retired:  # parameters older versions wrote; still readable in meta
+        params.pop(name, None)
     names = cls._param_names()
     unknown = [name for name in params if name not in names]
     if unknown:

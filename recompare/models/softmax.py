@@ -18,10 +18,8 @@ import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +33,14 @@ from .._threads import torch_threads
 from ..errors import RecompareError
 from .base import MODEL_FILE, Callback, Recommender, read_saved_model
 from .sampling import NegativeSampler
+from .softmax_params import (  # noqa: F401 - the allowed values stay importable here
+    ACTIVATIONS,
+    LOSSES,
+    NEGATIVES,
+    OPTIMIZERS,
+    POOLINGS,
+    validate,
+)
 from .softmax_training import (
     STATE_FILE,
     VALIDATION_K,
@@ -47,18 +53,20 @@ from .softmax_training import (
     resume,
     torch_generator,
     train_epochs,
-    validation_split,
+    validation_holdout,
 )
-from .tower import FeatureSchema, QueryTower, as_hidden, embed_queries, resolve_features
-
-LOSSES = ("full", "sampled")
-NEGATIVES = ("none", "uniform", "popularity", "in-batch", "hard")
-ACTIVATIONS = ("relu", "tanh")
-OPTIMIZERS = ("adam", "adagrad")
-POOLINGS = ("mean", "weighted")
-VALIDATE_ON = ("train", "test")
+from .tower import (
+    FeatureSchema,
+    QueryTower,
+    as_hidden,
+    embed_queries,
+    resolve_features,
+    training_user_features,
+)
 
 ARRAYS_FILE = "arrays.npz"
+#: ``gravity="auto"`` with the full loss (chosen on validation: docs/tuning.md)
+AUTO_GRAVITY = 1.0
 
 
 class SoftmaxDNN(Recommender):
@@ -77,9 +85,9 @@ class SoftmaxDNN(Recommender):
         Query features.  ``"auto"``: the history, plus the user features when
         the data set has some.  Asking for ``"user"`` on a data set without
         user features is an error.
-    pooling : {"mean", "weighted"}
-        How the history bag is pooled: plain mean of item embeddings, or mean
-        weighted by interaction value.
+    pooling : {"mean", "weighted", "sqrt"}
+        How the history bag is pooled: plain mean of item embeddings, mean
+        weighted by interaction value, or sum divided by sqrt(|bag|).
     tie_embeddings : bool
         Use the output item embeddings V as input embeddings of the history bag.
     normalize : bool
@@ -94,22 +102,27 @@ class SoftmaxDNN(Recommender):
     num_negatives : int
         Negatives drawn per batch (shared by its queries) for ``uniform`` and
         ``popularity``; kept per query for ``hard``.
-    gravity : float >= 0
+    gravity : float >= 0 or "auto"
         Coefficient of the gravity penalty ``(1/(M N)) sum_i sum_j <U_i, V_j>^2``.
+        ``"auto"``: :data:`AUTO_GRAVITY` with the full loss, 0 with a sampled one (so
+        that the sampled variants, positives-only included, keep their own behaviour).
     epochs, batch_size, lr : training length, users per batch, learning rate
     optimizer : {"adam", "adagrad"}
     weight_decay : float >= 0
         L2 penalty on the dense tower weights (not on embeddings).
+    embedding_l2 : float >= 0
+        L2 penalty on the item-embedding rows each batch uses (bag inputs and
+        targets), per query.
+    init_scale : float > 0
+        Item embeddings start as N(0, (init_scale / sqrt(dim))^2).
     target_fraction : float in (0, 1)
         Expected share of a user's items that become targets each epoch.
     history_dropout : float in [0, 1)
         Share of examples per epoch whose whole history is hidden (cold training).
     validation_fraction : float in [0, 1)
-        Share of training users (with at least 5 items) that lend 20% of their
-        items to validation (``validate_on="train"``); 0 disables validation.
-    validate_on : {"train", "test"}
-        ``"test"`` validates on the split's test part instead (optimistic:
-        the reported test figures are then selected on themselves).
+        Share of each training user's training items held out for validation
+        (:func:`recompare.data.validation.validation_split`; the test split is never
+        read); 0 disables validation.
     patience : int or None
         Stop after this many epochs without a better validation recall@20 and
         restore the best epoch; None trains all epochs (no early stopping).  The
@@ -125,29 +138,30 @@ class SoftmaxDNN(Recommender):
 
     def __init__(
         self,
-        dim: int = 64,
+        dim: int = 128,
         hidden: Sequence[int] = (256,),
         activation: str = "relu",
-        dropout: float = 0.0,
+        dropout: float = 0.5,
         features: str | Sequence[str] = "auto",
-        pooling: str = "mean",
+        pooling: str = "sqrt",
         tie_embeddings: bool = False,
         normalize: bool = False,
         temperature: float = 1.0,
         loss: str = "full",
         negatives: str = "uniform",
         num_negatives: int = 256,
-        gravity: float = 0.0,
-        epochs: int = 100,
-        batch_size: int = 128,
+        gravity: float | str = "auto",
+        epochs: int = 20,
+        batch_size: int = 32,
         lr: float = 3e-3,
         optimizer: str = "adam",
         weight_decay: float = 0.0,
+        embedding_l2: float = 0.0,
+        init_scale: float = 1.0,
         target_fraction: float = 0.5,
         history_dropout: float = 0.05,
-        validation_fraction: float = 0.1,
-        validate_on: str = "train",
-        patience: int | None = 5,
+        validation_fraction: float = 0.0,
+        patience: int | None = None,
         random_state: int = 0,
         threads: int = 0,
     ) -> None:
@@ -169,10 +183,11 @@ class SoftmaxDNN(Recommender):
         self.lr = lr
         self.optimizer = optimizer
         self.weight_decay = weight_decay
+        self.embedding_l2 = embedding_l2
+        self.init_scale = init_scale
         self.target_fraction = target_fraction
         self.history_dropout = history_dropout
         self.validation_fraction = validation_fraction
-        self.validate_on = validate_on
         self.patience = patience
         self.random_state = random_state
         self.threads = threads
@@ -188,65 +203,7 @@ class SoftmaxDNN(Recommender):
 
     # ----------------------------------------------------------- validation
     def _validate(self, dataset) -> None:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise RecompareError(message)
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-        check(is_int(self.dim) and self.dim > 0, f"dim must be a positive integer, got {self.dim}")
-        hidden = as_hidden(self.hidden)
-        check(all(h > 0 for h in hidden), f"hidden sizes must be positive, got {self.hidden}")
-        check(self.activation in ACTIVATIONS,
-              f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        check(self.pooling in POOLINGS,
-              f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
-        check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        check(self.negatives in NEGATIVES,
-              f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
-        check(is_int(self.num_negatives) and self.num_negatives > 0,
-              f"num_negatives must be a positive integer, got {self.num_negatives}")
-        if self.loss == "sampled" and self.negatives in ("uniform", "popularity", "hard"):
-            check(self.num_negatives <= dataset.n_items,
-                  f"num_negatives={self.num_negatives} is larger than the catalogue "
-                  f"({dataset.n_items} items); lower num_negatives")
-        check(self.gravity >= 0, f"gravity must be >= 0, got {self.gravity}")
-        check(is_int(self.epochs) and self.epochs > 0,
-              f"epochs must be a positive integer, got {self.epochs}")
-        check(is_int(self.batch_size) and self.batch_size > 0,
-              f"batch_size must be a positive integer, got {self.batch_size}")
-        check(self.lr > 0, f"lr must be positive, got {self.lr}")
-        check(self.optimizer in OPTIMIZERS,
-              f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        check(0 < self.target_fraction < 1,
-              f"target_fraction must be in (0, 1), got {self.target_fraction}")
-        check(0 <= self.history_dropout < 1,
-              f"history_dropout must be in [0, 1), got {self.history_dropout}")
-        check(0 <= self.validation_fraction < 1,
-              f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        check(self.validate_on in VALIDATE_ON,
-              f"validate_on must be one of {', '.join(VALIDATE_ON)}, got {self.validate_on!r}")
-        if self.patience is not None:
-            check(is_int(self.patience) and self.patience >= 0,
-                  f"patience must be a positive integer or None (no early stopping), "
-                  f"got {self.patience!r}")
-            if self.patience == 0:
-                warnings.warn("patience=0 is read as patience=None (no early stopping); "
-                              "pass None", FutureWarning, stacklevel=4)
-        check(is_int(self.threads) and self.threads >= 0,
-              f"threads must be a non-negative integer, got {self.threads}")
-        check(dataset.n_items > 1, "the data set needs at least two items")
-        train = dataset.train
-        check(train.nnz > 0, "the training matrix is empty")
-        if self.validate_on == "test" and self._patience():
-            check(dataset.split is not None and dataset.split.test is not None
-                  and dataset.split.test.nnz > 0,
-                  "validate_on='test' needs a split with a test part "
-                  "(split the data set, or validate on train)")
+        validate(self, dataset)
 
     def check(self, dataset) -> tuple[str, ...]:
         """Validate the parameters against ``dataset``; returns the query features used.
@@ -312,17 +269,15 @@ class SoftmaxDNN(Recommender):
 
     def _start_run(self, dataset, train: sp.csr_matrix, features: tuple[str, ...]) -> FitRun:
         """Encode the features, hold out validation items, build and seed the tower."""
-        schema = FeatureSchema.build(dataset.user_features if "user" in features else None,
+        schema = FeatureSchema.build(training_user_features(dataset) if "user" in features else None,
                                      uses_history="history" in features)
         user_cats, user_nums = schema.encode(
             dataset.user_features if schema.uses_user else None, n_rows=dataset.n_users)
         self.schema_ = schema
         self._set_protocols()
         # validation: a random slice of training users' items, never trained on
-        val_users, val_target, matrix = validation_split(
-            dataset, train, validation_fraction=self.validation_fraction,
-            validate_on=self.validate_on, early_stopping=self._patience() is not None,
-            random_state=self.random_state)
+        val_users, val_target, matrix = validation_holdout(
+            dataset, self.validation_fraction, self.random_state)
         tower = self._build_tower(dataset.n_items, schema)
         tower.reset_parameters(torch_generator(self.random_state, 0))
         self.tower_ = tower
@@ -354,8 +309,11 @@ class SoftmaxDNN(Recommender):
             "best_epoch": state["best_epoch"] or None,
             "best_validation_recall": (state["best_score"]
                                        if state["best_score"] > -math.inf else None),
-            "validation": (f"recall@{VALIDATION_K} on {n_val} users ({self.validate_on})"
-                           if n_val else None),
+            "validation": (f"recall@{VALIDATION_K} on {n_val} users (validation carve of "
+                           f"the training part)" if n_val else None),
+            # what the returned weights were chosen on: early stopping restores the best
+            # epoch on validation; otherwise nothing was selected during this fit
+            "selected_on": ("validation" if n_val and self._patience() else "none"),
             "stopped_early": stopped_early,
             "features": list(features),
             "train_seconds": time.perf_counter() - start_time,
@@ -366,13 +324,19 @@ class SoftmaxDNN(Recommender):
     def _sparse_output(self) -> bool:
         # sampled losses touch a few item rows per batch: sparse gradients keep the
         # optimiser from visiting the whole catalogue; gravity's gradient is dense
-        return self.loss == "sampled" and self.gravity == 0
+        return self.loss == "sampled" and self.gravity_value() == 0
+
+    def gravity_value(self) -> float:
+        """The gravity coefficient in effect (``"auto"`` resolved by the loss)."""
+        if self.gravity == "auto":
+            return AUTO_GRAVITY if self.loss == "full" else 0.0
+        return float(self.gravity)
 
     def _build_tower(self, n_items: int, schema: FeatureSchema) -> QueryTower:
         return QueryTower(n_items, self.dim, as_hidden(self.hidden), self.activation,
                           self.dropout, schema, self.tie_embeddings, self.normalize,
                           self.temperature, sparse_out=self._sparse_output(),
-                          pooling=self.pooling)
+                          pooling=self.pooling, init_scale=self.init_scale)
 
     # ------------------------------------------------------------ embedding
     def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
@@ -471,8 +435,9 @@ class SoftmaxDNN(Recommender):
             read_schema,
         )
 
+        # validate_on: models written before validation was carved from training data only
         model, meta = read_saved_model(cls, path, ("hidden", "features"), keys=SAVED_KEYS,
-                                       required=SAVED_REQUIRED)
+                                       required=SAVED_REQUIRED, retired=("validate_on",))
         schema, data = read_schema(path, meta, model)
         tower = build_tower(path, model, schema)
         load_tower_state(path, meta, tower)
@@ -481,6 +446,8 @@ class SoftmaxDNN(Recommender):
         model._set_protocols()
         model.tower_ = tower
         model.n_features_ = list(meta.get("features", []))
+        if meta["params"].get("validate_on") == "test" and model.fit_info_.get("best_epoch"):
+            model.fit_info_.setdefault("selected_on", "test")
         model.query_embeddings_ = data["query_embeddings"]
         model.item_embeddings_ = data["item_embeddings"]
         return model

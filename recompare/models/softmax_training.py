@@ -30,7 +30,7 @@ from .sampling import (
     positives_only_loss,
     sampled_softmax_loss,
 )
-from .tower import Batch, QueryTower, clip_per_row, embed_queries, mask_history
+from .tower import Batch, QueryTower, embed_queries, mask_history
 
 STATE_FILE = "state.pt"
 CHECKPOINT_FILE = "checkpoint.json"
@@ -80,52 +80,29 @@ def binary_safe(matrix: sp.csr_matrix) -> sp.csr_matrix:
 
 
 # ------------------------------------------------------------------ validation
-def validation_split(dataset, train: sp.csr_matrix, *, validation_fraction: float,
-                     validate_on: str, early_stopping: bool, random_state: int
-                     ) -> tuple[np.ndarray, sp.csr_matrix | None, sp.csr_matrix]:
+def validation_holdout(dataset, validation_fraction: float, random_state: int) -> tuple[np.ndarray, sp.csr_matrix | None,
+                                                   sp.csr_matrix]:
     """Users to validate on, their held-out items, and the matrix to train on.
 
-    ``validate_on="train"`` holds out 20% of the items of a ``validation_fraction``
-    share of the training users with at least 5 items (at most
-    :data:`MAX_VALIDATION_USERS`); ``"test"`` validates on the split's test part and
-    trains on all of ``train``.  Without early stopping and with a zero fraction there
-    is no validation (no users, target None).
+    A ``validation_fraction`` share of every training user's items is held out by
+    :func:`recompare.data.validation.validation_split` (weak part only; the test split
+    is never read).  At most :data:`MAX_VALIDATION_USERS` users, chosen by the seed,
+    are scored each epoch.  With a zero fraction there is no validation (no users,
+    target None) and all of ``dataset.train`` is trained on.
     """
+    from ..data.validation import validation_split
+
     empty = np.zeros(0, dtype=np.int64)
-    if not early_stopping and validation_fraction == 0:
-        return empty, None, train
-    if validate_on == "test":
-        if dataset.split is None or dataset.split.test is None:
-            return empty, None, train
-        test = dataset.split.test.tocsr()
-        users = np.flatnonzero(np.diff(test.indptr) > 0)
-        rng = np.random.default_rng([random_state, 7])
-        if len(users) > MAX_VALIDATION_USERS:
-            users = np.sort(rng.choice(users, MAX_VALIDATION_USERS, replace=False))
-        return users, test, train
+    train = binary_safe(dataset.train)
     if validation_fraction == 0:
         return empty, None, train
-    rng = np.random.default_rng([random_state, 7])
-    n_per_user = np.diff(train.indptr)
-    eligible = np.flatnonzero(n_per_user >= 5)
-    n_val = min(MAX_VALIDATION_USERS, round(validation_fraction * len(eligible)))
-    if n_val == 0:
-        return empty, None, train
-    users = np.sort(rng.choice(eligible, n_val, replace=False))
-    coo_rows = np.repeat(np.arange(train.shape[0]), n_per_user)
-    chosen = np.zeros(train.shape[0], dtype=bool)
-    chosen[users] = True
-    held = np.zeros(train.nnz, dtype=bool)
-    draws = rng.random(train.nnz)
-    held[chosen[coo_rows]] = draws[chosen[coo_rows]] < 0.2
-    # every validation user holds out at least one item and keeps at least one
-    held = clip_per_row(held, draws, train.indptr, users, low=1, high_offset=1)
-    val = sp.csr_matrix((train.data[held], (coo_rows[held], train.indices[held])),
-                        shape=train.shape)
-    keep = ~held
-    fit_matrix = sp.csr_matrix((train.data[keep], (coo_rows[keep], train.indices[keep])),
-                               shape=train.shape)
-    return users, val, fit_matrix
+    carved = validation_split(dataset, validation_fraction, random_state, heldout_users=False)
+    target = binary_safe(carved.split.test)
+    users = np.flatnonzero(np.diff(target.indptr) > 0)
+    if len(users) > MAX_VALIDATION_USERS:
+        rng = np.random.default_rng([random_state, 7])
+        users = np.sort(rng.choice(users, MAX_VALIDATION_USERS, replace=False))
+    return users, target, binary_safe(carved.split.train)
 
 
 def validation_recall(tower: QueryTower, matrix: sp.csr_matrix, user_cats: np.ndarray,
@@ -212,7 +189,8 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
 
     ``model`` is the :class:`~recompare.models.softmax.SoftmaxDNN` whose hyperparameters
     (``random_state``, ``target_fraction``, ``history_dropout``, ``batch_size``,
-    ``num_negatives``, ``gravity``) drive the epoch; its random streams depend only on
+    ``num_negatives``, ``gravity``, ``embedding_l2``) drive the epoch; its random
+    streams depend only on
     ``(random_state, epoch)``, so a resumed fit replays the same epochs.
     """
     rng = np.random.default_rng([model.random_state, 1, epoch])
@@ -228,7 +206,10 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
         batch = Batch.build(users, inputs, targets, user_cats, user_nums)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        loss = batch_loss(tower, batch, sampler, gen, model.num_negatives, model.gravity, timer)
+        loss = batch_loss(tower, batch, sampler, gen, model.num_negatives,
+                          model.gravity_value(), timer)
+        if model.embedding_l2 > 0:
+            loss = loss + model.embedding_l2 * tower.embedding_penalty(batch)
         loss.backward()
         for opt in optimizers:
             opt.step()

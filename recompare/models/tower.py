@@ -65,6 +65,18 @@ def resolve_features(features: str | Sequence[str], has_user: bool) -> tuple[str
     return tuple(f for f in FEATURES if f in feats)
 
 
+def training_user_features(dataset) -> pd.DataFrame | None:
+    """The user features of training users only (held-out users' rows dropped): the
+    users a model may learn from, so held-out users never shape the vocabulary or the
+    numeric mean/std of :class:`FeatureSchema`."""
+    frame = dataset.user_features
+    if frame is None or dataset.split is None or not len(dataset.split.heldout_users):
+        return frame
+    keep = np.ones(dataset.n_users, dtype=bool)
+    keep[dataset.split.heldout_users] = False
+    return frame.iloc[np.flatnonzero(keep)]
+
+
 class FeatureSchema:
     """Which query features a model uses, and how user features are encoded.
 
@@ -204,9 +216,11 @@ class QueryTower(nn.Module):
 
     def __init__(self, n_items: int, dim: int, hidden: tuple[int, ...], activation: str,
                  dropout: float, schema: FeatureSchema, tie: bool, normalize: bool,
-                 temperature: float, sparse_out: bool, pooling: str = "mean") -> None:
+                 temperature: float, sparse_out: bool, pooling: str = "mean",
+                 init_scale: float = 1.0) -> None:
         super().__init__()
         self.pooling = pooling
+        self.init_scale = init_scale
         self.n_items, self.dim = n_items, dim
         self.schema = schema
         self.tie = tie and schema.uses_history
@@ -238,9 +252,10 @@ class QueryTower(nn.Module):
 
     def reset_parameters(self, gen: torch.Generator) -> None:
         with torch.no_grad():
-            self.item_out.normal_(0.0, 1.0 / math.sqrt(self.dim), generator=gen)
+            std = self.init_scale / math.sqrt(self.dim)
+            self.item_out.normal_(0.0, std, generator=gen)
             if hasattr(self, "item_in"):
-                self.item_in.normal_(0.0, 1.0 / math.sqrt(self.dim), generator=gen)
+                self.item_in.normal_(0.0, std, generator=gen)
             for emb in self.cat_embeddings:
                 emb.weight.normal_(0.0, 1.0 / math.sqrt(emb.embedding_dim), generator=gen)
             for layer in self.layers:
@@ -255,11 +270,10 @@ class QueryTower(nn.Module):
         """psi(x) of each row of the batch, Tensor (B, dim); dropout when gen is given."""
         parts = []
         if self.schema.uses_history:
-            sparse = "item_in" in self.sparse_names() or (self.tie and self.sparse_out)
-            weighted = batch.bag_weights if self.pooling == "weighted" else None
             bag = F.embedding_bag(batch.bag_items, self._input_table(), batch.bag_offsets,
-                                  mode="sum" if weighted is not None else "mean",
-                                  per_sample_weights=weighted, sparse=sparse)
+                                  mode="mean" if self.pooling == "mean" else "sum",
+                                  per_sample_weights=self._bag_weights(batch),
+                                  sparse=self._sparse_in())
             parts.append(bag)
         for c, emb in enumerate(self.cat_embeddings):
             parts.append(emb(batch.cats[:, c]))
@@ -276,6 +290,35 @@ class QueryTower(nn.Module):
         if self.normalize:
             h = F.normalize(h, dim=1) / self.temperature
         return h
+
+    def _sparse_in(self) -> bool:
+        return "item_in" in self.sparse_names() or (self.tie and self.sparse_out)
+
+    def _bag_weights(self, batch: Batch) -> torch.Tensor | None:
+        """Per-item weights of a summed bag: interaction values over their sum
+        (``weighted``), or 1/sqrt(|bag|) (``sqrt``: a bag's norm grows with its size,
+        as with Mult-DAE's L2-normalised input); None for the plain mean."""
+        if self.pooling == "weighted":
+            return batch.bag_weights
+        if self.pooling == "sqrt":
+            ends = torch.cat([batch.bag_offsets[1:], torch.tensor([len(batch.bag_items)])])
+            sizes = ends - batch.bag_offsets
+            per_bag = sizes.clamp(min=1).to(torch.float32).rsqrt()
+            return per_bag.repeat_interleave(sizes)
+        return None
+
+    def embedding_penalty(self, batch: Batch) -> torch.Tensor:
+        """Sum of squared norms of the item-embedding rows this batch uses (the bag's
+        input rows and the targets' output rows), per query: an L2 penalty that reaches
+        the item tables, which ``weight_decay`` does not."""
+        total = torch.zeros(())
+        if self.schema.uses_history and len(batch.bag_items):
+            rows = F.embedding(batch.bag_items, self._input_table(), sparse=self._sparse_in())
+            total = total + rows.pow(2).sum()
+        if len(batch.target_items):
+            out = F.embedding(batch.target_items, self.item_out, sparse=self.sparse_out)
+            total = total + out.pow(2).sum()
+        return total / max(1, len(batch))
 
     def item_rows(self, items: torch.Tensor) -> torch.Tensor:
         """Output embeddings of some items, Tensor (len(items), dim)."""

@@ -263,6 +263,13 @@ class WALS(FactorModel):
             train = train.copy()
             train.sum_duplicates()
         if validation is not None:
+            split = dataset.split
+            carved = split is not None and split.options.get("kind") == "validation"
+            if split is not None and not carved and any(validation is part for part in
+                                         (split.test, split.foldin, split.heldout)):
+                raise RecompareError(
+                    "the validation matrix is the data set's own test part: selecting on "
+                    "test is not allowed; carve one with recompare.data.validation_split")
             validation = sp.csr_matrix(validation)
             if validation.shape != train.shape:
                 raise RecompareError(
@@ -279,6 +286,9 @@ class WALS(FactorModel):
 
         self._remember(dataset)
         self.fit_info_ = history
+        # what the returned factors were chosen on (early stopping on a validation matrix)
+        self.fit_info_["selected_on"] = ("validation" if "best_iteration" in history
+                                         else "none")
         self._set_cold_start(fit_cold_start(dataset.user_features, self.user_factors_,
                                             np.diff(train.indptr) > 0))
         return self

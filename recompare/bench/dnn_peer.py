@@ -1,0 +1,129 @@
+"""Part 4 of ``bench dnn``: the DNN and WALS against an implicit ALS peer tuned on
+validation, as ratios from one run (see :mod:`recompare.bench.dnn`)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .dnn import BUNDLED
+
+#: the implicit ALS peer's grid, searched on validation (never test): factors x
+#: regularisation x alpha (15 iterations)
+ALS_GRID = {"factors": (64, 128), "regularization": (10.0, 50.0, 150.0),
+            "alpha": (1.0, 5.0, 20.0)}
+#: a small grid for the tiny scale (CI)
+ALS_GRID_TINY = {"factors": (32,), "regularization": (10.0, 50.0), "alpha": (1.0, 5.0)}
+PEER_TARGETS = {"default DNN": 0.92, "tuned DNN": 0.97, "default WALS": 1.0}
+
+
+def _peer_data(dataset: str | os.PathLike | None, scale: str, seed: int):
+    """The data set of the accuracy-vs-peer part: ``dataset`` (a prepared, split data
+    set such as ml-latest-small), else the bundled planted data (a small planted split
+    at the tiny scale), so that nothing here needs real data."""
+    from ..data.dataset import Dataset
+    from ..data.splits import split
+    from ..data.synth import planted
+
+    if dataset is not None:
+        return Dataset.load(dataset), str(dataset)
+    if scale != "tiny" and (BUNDLED / "meta.json").is_file():
+        return Dataset.load(BUNDLED), "data/planted (bundled)"
+    ds = split(planted(n_users=400, n_items=200, seed=seed), "random", seed=seed)
+    return ds, f"planted {ds.n_users} x {ds.n_items}"
+
+
+def _als_recall(als_cls, ds, params: dict, seed: int, threads: int) -> float:
+    """Weak recall@20 of implicit ALS fit on ``ds.train``, scored on ``ds.split.test``
+    (the validation items when ``ds`` is a validation carve)."""
+    from ..evaluate.metrics import accuracy
+    from ..models.topk import topk_dot
+
+    als = als_cls(iterations=15, random_state=seed, num_threads=threads, **params)
+    als.fit(sp.csr_matrix(ds.train), show_progress=False)
+    test = ds.split.test
+    has = np.flatnonzero(np.diff(test.indptr) > 0)
+    ids, _ = topk_dot(als.user_factors[has], als.item_factors, 20, exclude=ds.train[has])
+    return float(accuracy(ids, test[has], (20,))["metrics"]["recall@20"])
+
+
+def _tuned_implicit(ds, grid: dict, threads: int, seed: int) -> dict | None:
+    """implicit ALS tuned on a validation carve of ``ds``'s training part, then refit
+    on the whole training part and scored on test; None without implicit."""
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+    except ImportError:
+        return None
+    import itertools
+
+    from ..data.validation import validation_split
+    from ..tune import FRACTION
+
+    val = validation_split(ds, FRACTION, seed, heldout_users=False)
+    try:  # implicit asks for a single-threaded BLAS (it parallelises itself)
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(1, "blas")
+    except ImportError:  # pragma: no cover
+        limits = None
+    try:
+        trials = []
+        for factors, reg, alpha in itertools.product(*grid.values()):
+            params = {"factors": factors, "regularization": reg, "alpha": alpha}
+            trials.append({**params, "validation_recall@20": _als_recall(
+                AlternatingLeastSquares, val, params, seed, threads)})
+        best = max(trials, key=lambda t: t["validation_recall@20"])
+        params = {k: best[k] for k in grid}
+        test = _als_recall(AlternatingLeastSquares, ds, params, seed, threads)
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+    return {"best": params, "recall@20": test, "grid": trials}
+
+
+def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: int,
+                      seeds: int, say) -> dict:
+    """Default DNN, tuned DNN and default WALS against a tuned implicit ALS, weak
+    recall@20 on test; every selection (the peer's grid, the DNN's tuning) on a
+    validation carve of the training part."""
+    from ..evaluate.protocols import evaluate
+    from ..models.softmax import SoftmaxDNN
+    from ..models.wals import WALS
+    from ..tune import fit_best, tune
+
+    ds, source = _peer_data(dataset, scale, seed)
+    grid = ALS_GRID_TINY if scale == "tiny" and dataset is None else ALS_GRID
+    say(f"accuracy vs implicit ALS on {source}: tuning the peer on validation")
+    peer = _tuned_implicit(ds, grid, threads, seed)
+    if peer is None:
+        return {"skipped": "implicit is not installed (pip install -e '.[bench]')"}
+
+    def recall(model) -> float:
+        return float(evaluate(model, ds, "weak", ks=(20,), folding=False)["metrics"]["recall@20"])
+
+    out: dict[str, Any] = {"data": source, "implicit": peer, "models": {}}
+    say("default DNN")
+    per_seed = []
+    for s in range(seed, seed + seeds):
+        start = time.perf_counter()
+        per_seed.append({"seed": s, "recall@20": recall(SoftmaxDNN(threads=threads,
+                                                                   random_state=s).fit(ds)),
+                         "seconds": time.perf_counter() - start})
+    values = np.array([r["recall@20"] for r in per_seed])
+    out["models"]["default DNN"] = {"recall@20": float(values[0]), "seeds": per_seed,
+                                    "spread_of_mean": float(np.ptp(values) / values.mean())}
+    say("default WALS")
+    out["models"]["default WALS"] = {"recall@20": recall(WALS(random_state=seed).fit(ds))}
+    say(f"tuned DNN ({tune_budget} trials on validation)")
+    start = time.perf_counter()
+    result = tune(ds, "dnn", tune_budget, random_state=seed)
+    tuned = fit_best(ds, "dnn", result, seed)
+    out["models"]["tuned DNN"] = {"recall@20": recall(tuned), "params": result.params,
+                                  "trials": result.trials,
+                                  "seconds": time.perf_counter() - start}
+    for row in out["models"].values():
+        row["ratio"] = row["recall@20"] / max(peer["recall@20"], 1e-12)
+    return out

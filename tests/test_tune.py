@@ -1,0 +1,137 @@
+"""recompare tune: seeded random search on validation, trials table, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from recompare.cli import main
+from recompare.errors import RecompareError
+from recompare.models import load_model
+from recompare.tune import SPACES, check_space, sample_point, tune
+
+SMALL_WALS = {"dim": [4, 8], "regularization": {"log": [0.01, 1.0]}, "iterations": [3]}
+
+
+def test_space_draws_stay_inside_and_are_seeded():
+    rng = np.random.default_rng(0)
+    draws = [sample_point(SPACES["dnn"], rng) for _ in range(50)]
+    for d in draws:
+        assert d["batch_size"] in (32, 64, 128)
+        assert 0.0 <= d["dropout"] <= 0.6
+        assert 1e-3 <= d["lr"] <= 1e-2
+        assert 10 <= d["epochs"] <= 40 and isinstance(d["epochs"], int)
+    again = [sample_point(SPACES["dnn"], np.random.default_rng(0)) for _ in range(1)]
+    assert again[0] == draws[0]
+
+
+def test_tune_wals_trial_zero_is_defaults_and_best_is_the_max(tiny_split):
+    events = []
+    result = tune(tiny_split, "wals", 4, random_state=2, callback=events.append,
+                  space=SMALL_WALS)
+    assert len(result.trials) == 4 and len(events) == 4
+    assert result.trials[0]["params"] == {"dim": 64, "regularization": 0.01, "iterations": 15}
+    best = max(result.trials, key=lambda t: t["score"])
+    assert result.params == best["params"]
+    assert all(0.0 <= t["score"] <= 1.0 for t in result.trials)
+    again = tune(tiny_split, "wals", 4, random_state=2, space=SMALL_WALS)
+    assert [t["params"] for t in again.trials] == [t["params"] for t in result.trials]
+    assert [t["score"] for t in again.trials] == [t["score"] for t in result.trials]
+
+
+def test_tune_never_reads_test(tiny_split):
+    from test_validation import _poisoned
+
+    a = tune(tiny_split, "wals", 3, random_state=0, space=SMALL_WALS)
+    b = tune(_poisoned(tiny_split), "wals", 3, random_state=0, space=SMALL_WALS)
+    assert [t["score"] for t in a.trials] == [t["score"] for t in b.trials]
+
+
+@pytest.mark.parametrize("space, message", [
+    ({}, "empty"),
+    ({"dim": []}, "no valid point"),
+    ({"regularization": {"log": [1.0, 0.1]}}, "no valid point"),
+    ({"no_such": [1]}, "no tunable parameter"),
+])
+def test_bad_spaces_are_one_line_errors(space, message):
+    with pytest.raises(RecompareError, match=message):
+        check_space(space, "wals")
+
+
+def test_space_whose_every_draw_is_refused(tiny_split):
+    # more negatives than the catalogue has items: the model refuses every draw
+    space = {"loss": ["sampled"], "num_negatives": [10_000, 20_000]}
+    with pytest.raises(RecompareError, match="no valid point"):
+        tune(tiny_split, "dnn", 3, space=space)
+
+
+def test_budget_zero_is_one_line_error(tiny_split):
+    with pytest.raises(RecompareError, match="budget"):
+        tune(tiny_split, "wals", 0)
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_writes_model_trials_and_json(bundled_path, out_dir):
+    space = json.dumps({"dim": [8, 16], "hidden": [[16]], "epochs": [2], "batch_size": [64]})
+    res = _run("tune", bundled_path, "--family", "dnn", "--budget", 2, "--space", space,
+               "-o", out_dir, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["trials_run"] == 2 and len(summary["trials"]) == 2
+    assert (out_dir / "trials.csv").read_text().count("\n") == 3
+    from recompare.data.dataset import Dataset
+
+    model = load_model(out_dir / "model", Dataset.load(bundled_path))
+    assert model.fit_info_["selected_on"] == "validation"
+    assert model.get_params()["dim"] == summary["best_params"]["dim"]
+
+
+def test_cli_budget_zero_and_bad_space(bundled_path, out_dir):
+    res = _run("tune", bundled_path, "--family", "wals", "--budget", 0, "-o", out_dir)
+    assert res.exit_code != 0 and "budget" in res.output and "Traceback" not in res.output
+    res = _run("tune", bundled_path, "--family", "wals", "--budget", 2, "--space", "{}",
+               "-o", out_dir)
+    assert res.exit_code != 0 and "empty" in res.output
+    assert not out_dir.exists()
+
+
+def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
+    pytest.importorskip("implicit")
+    from recompare.bench.dnn_peer import accuracy_vs_peer
+
+    out = accuracy_vs_peer(None, "tiny", threads=1, seed=0, tune_budget=1, seeds=2,
+                            say=lambda m: None)
+    peer = out["implicit"]
+    assert all("validation_recall@20" in t for t in peer["grid"])
+    best = max(peer["grid"], key=lambda t: t["validation_recall@20"])
+    assert peer["best"] == {k: best[k] for k in ("factors", "regularization", "alpha")}
+    assert set(out["models"]) == {"default DNN", "tuned DNN", "default WALS"}
+    for row in out["models"].values():
+        assert row["ratio"] == pytest.approx(row["recall@20"] / peer["recall@20"])
+    assert len(out["models"]["default DNN"]["seeds"]) == 2
+
+
+def test_compare_tune_gives_both_families_the_same_budget(tiny_split, monkeypatch):
+    from recompare import tune as tune_module
+    from recompare.compare import Variant, run_comparison
+
+    monkeypatch.setitem(tune_module.SPACES, "wals", {"dim": [4, 8], "iterations": [3]})
+    monkeypatch.setitem(tune_module.SPACES, "dnn", {"dim": [4, 8], "epochs": [2],
+                                                    "hidden": [[8]]})
+    variants = [Variant("WALS", "wals", {"iterations": 3, "dim": 8}, "wals"),
+                Variant("DNN", "softmax", {"epochs": 2, "dim": 8, "hidden": (8,)}, "dnn"),
+                Variant("popularity", "popularity", {}, "baseline")]
+    results, models = run_comparison(tiny_split, quick=True, variants=variants, tune=2,
+                                     return_models=True)
+    tuning = results["tuning"]
+    assert tuning["budget"] == 2
+    for name in ("WALS", "DNN"):
+        row = tuning[name]
+        assert len(row["trials"]) == 2
+        assert row["validation_recall@20"] >= row["default_validation_recall@20"]
+        assert models[name].get_params()["dim"] == row["chosen"]["dim"]
