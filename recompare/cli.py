@@ -145,6 +145,14 @@ def estimator_defaults(module: str, class_name: str) -> dict[str, Any]:
     raise RecompareError(f"{module} has no class {class_name} with an __init__")
 
 
+def model_output_options(func):
+    """``-o/--output`` (the model directory to write, required) and ``--overwrite``."""
+    func = click.option("--overwrite", is_flag=True,
+                        help="Replace the model directory if it exists.")(func)
+    return click.option("-o", "--output", "output", required=True, type=click.Path(),
+                        help="Model directory to write.")(func)
+
+
 def threads_option(func):
     return click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                         help="CPU threads to use (0 = all cores).")(func)

@@ -13,6 +13,7 @@ from ..cli import (
     echo_json,
     estimator_defaults,
     json_option,
+    model_output_options,
     seed_option,
     stderr_console,
     stdout_console,
@@ -164,8 +165,7 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 
 @click.command("train-dnn")
 @click.argument("dataset", type=click.Path())
-@click.option("-o", "--output", "output", required=True, type=click.Path(),
-              help="Model directory to write.")
+@model_output_options
 @_tower_options
 @_input_options
 @_loss_options
@@ -174,7 +174,6 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 @_checkpoint_options
 @seed_option
 @threads_option
-@click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
 @json_option
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,

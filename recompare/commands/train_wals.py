@@ -15,6 +15,7 @@ from ..cli import (
     echo_json,
     estimator_defaults,
     json_option,
+    model_output_options,
     seed_option,
     stderr_console,
     stdout_console,
@@ -164,8 +165,7 @@ def _memory() -> Iterator[dict]:
 
 @click.command("train-wals")
 @click.argument("dataset", type=click.Path())
-@click.option("-o", "--output", "output", required=True, type=click.Path(),
-              help="Model directory to write.")
+@model_output_options
 @_model_options
 @_regularization_options
 @_weight_options
@@ -173,7 +173,6 @@ def _memory() -> Iterator[dict]:
 @_engine_options
 @_device_option
 @seed_option
-@click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
 @json_option
 def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
                iterations: int, regularization: float, reg_scaling: str, weighting: str,

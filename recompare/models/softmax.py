@@ -31,7 +31,7 @@ from .._io import sha256_of
 from .._jsonutil import json_default
 from .._threads import torch_threads
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, Recommender, read_saved_model
+from .base import MODEL_FILE, Callback, Recommender, n_new_users, read_saved_model
 from .sampling import NegativeSampler
 from .softmax_params import (  # noqa: F401 - the allowed values stay importable here
     ACTIVATIONS,
@@ -382,21 +382,13 @@ class SoftmaxDNN(Recommender):
         ndarray of shape (n_new, dim), float32
         """
         self._check_fitted()
-        n_new = None
+        n_new = n_new_users(history, features)
         if history is not None:
             history = sp.csr_matrix(history, dtype=np.float32)
             if history.shape[1] != self.n_items_:
                 raise RecompareError(
                     f"history has {history.shape[1]} item columns, the model "
                     f"{self.n_items_} items")
-            n_new = history.shape[0]
-        if features is not None:
-            if n_new is not None and len(features) != n_new:
-                raise RecompareError(
-                    f"features have {len(features)} rows but history has {n_new}")
-            n_new = len(features)
-        if n_new is None:
-            raise RecompareError("embed_new_users needs a history matrix or a features table")
         if history is None:
             history = sp.csr_matrix((n_new, self.n_items_), dtype=np.float32)
         cats, nums = self.schema_.encode(features, n_rows=n_new)
