@@ -89,6 +89,22 @@ def echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, default=_default))
 
 
+def echo_summary(summary: Any, title: str, rows, as_json: bool) -> None:
+    """A command's result: ``summary`` as JSON with ``--json``, else a two-column rich
+    table of ``rows`` (a callable returning (name, text) pairs, built only when shown)."""
+    if as_json:
+        echo_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for name, value in rows():
+        table.add_row(name, value)
+    stdout_console().print(table)
+
+
 def _default(value: Any) -> Any:
     from ._jsonutil import json_default
 

@@ -10,13 +10,12 @@ from pathlib import Path
 import click
 
 from ..cli import (
-    echo_json,
+    echo_summary,
     estimator_defaults,
     json_option,
     model_output_options,
     seed_option,
     stderr_console,
-    stdout_console,
     threads_option,
 )
 from ..errors import RecompareError
@@ -231,29 +230,21 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
                "params": {k: (list(v) if isinstance(v, tuple) else v)
                           for k, v in model.get_params().items()},
                **info, "history": model.fit_info_["history"]}
-    if as_json:
-        echo_json(summary)
-        return
-    from rich.table import Table
+    def rows() -> list[tuple[str, str]]:
+        best = info.get("best_validation_recall")
+        return [
+            ("features", ", ".join(info["features"])),
+            ("loss", loss if loss == "full" else f"sampled, negatives {negatives}"),
+            ("gravity", f"{model.gravity_value():g}"),
+            ("epochs run", str(info["epochs_run"])),
+            ("best epoch", str(info.get("best_epoch") or "-")),
+            ("validation recall@20", "-" if best is None else f"{best:.4f}"),
+            ("validation", info.get("validation") or "none"),
+            ("stopped early", "yes" if info.get("stopped_early") else "no"),
+            ("train time", f"{info['train_seconds']:.1f} s"),
+        ]
 
-    table = Table(title=f"softmax DNN -> {output}", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    best = info.get("best_validation_recall")
-    rows = [
-        ("features", ", ".join(info["features"])),
-        ("loss", loss if loss == "full" else f"sampled, negatives {negatives}"),
-        ("gravity", f"{model.gravity_value():g}"),
-        ("epochs run", str(info["epochs_run"])),
-        ("best epoch", str(info.get("best_epoch") or "-")),
-        ("validation recall@20", "-" if best is None else f"{best:.4f}"),
-        ("validation", info.get("validation") or "none"),
-        ("stopped early", "yes" if info.get("stopped_early") else "no"),
-        ("train time", f"{info['train_seconds']:.1f} s"),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    stdout_console().print(table)
+    echo_summary(summary, f"softmax DNN -> {output}", rows, as_json)
 
 
 class _EpochProgress:

@@ -12,13 +12,12 @@ from pathlib import Path
 import click
 
 from ..cli import (
-    echo_json,
+    echo_summary,
     estimator_defaults,
     json_option,
     model_output_options,
     seed_option,
     stderr_console,
-    stdout_console,
 )
 from ..errors import RecompareError
 
@@ -235,32 +234,24 @@ def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
         "peak_rss_bytes": memory["peak_rss_bytes"],
         "peak_extra_bytes": memory["peak_extra_bytes"],
     }
-    if as_json:
-        echo_json(summary)
-        return
-    from rich.table import Table
+    def rows() -> list[tuple[str, str]]:
+        return [
+            ("data", (f"{model.n_users_:,} users x {model.n_items_:,} items, "
+                      f"{summary['train_nnz']:,} training entries")),
+            ("dim", str(dim)),
+            ("unobserved weight w0", f"{unobserved_weight:g}"),
+            ("regularization", f"{regularization:g} ({reg_scaling})"),
+            ("weighting", weighting if weighting == "constant" else f"{weighting}, alpha {alpha:g}"),
+            ("solver", solver if solver == "cholesky" else f"cg, {cg_steps} steps"),
+            ("iterations", str(info["iterations"])),
+            ("objective", f"{info['objective'][0]:.6g} -> {info['objective'][-1]:.6g}"),
+            ("time", (f"{info['seconds']:.2f} s "
+                      f"({info['seconds'] / max(1, info['iterations']):.3f} s/iteration)")),
+            ("peak memory", (f"{memory['peak_rss_bytes'] / 2**20:,.0f} MiB "
+                             f"(+{memory['peak_extra_bytes'] / 2**20:,.0f} MiB during fit)")),
+        ]
 
-    table = Table(title=f"WALS -> {output}", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    rows = [
-        ("data", (f"{model.n_users_:,} users x {model.n_items_:,} items, "
-                  f"{summary['train_nnz']:,} training entries")),
-        ("dim", str(dim)),
-        ("unobserved weight w0", f"{unobserved_weight:g}"),
-        ("regularization", f"{regularization:g} ({reg_scaling})"),
-        ("weighting", weighting if weighting == "constant" else f"{weighting}, alpha {alpha:g}"),
-        ("solver", solver if solver == "cholesky" else f"cg, {cg_steps} steps"),
-        ("iterations", str(info["iterations"])),
-        ("objective", f"{info['objective'][0]:.6g} -> {info['objective'][-1]:.6g}"),
-        ("time", (f"{info['seconds']:.2f} s "
-                  f"({info['seconds'] / max(1, info['iterations']):.3f} s/iteration)")),
-        ("peak memory", (f"{memory['peak_rss_bytes'] / 2**20:,.0f} MiB "
-                         f"(+{memory['peak_extra_bytes'] / 2**20:,.0f} MiB during fit)")),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    stdout_console().print(table)
+    echo_summary(summary, f"WALS -> {output}", rows, as_json)
 
 
 COMMANDS = [train_wals]
