@@ -233,14 +233,19 @@ class FactorModel(Recommender):
     def query_embeddings(self, users: np.ndarray | None = None) -> np.ndarray:
         """User factors, ndarray of shape (n_users, k), or (len(users), k)."""
         self._check_fitted()
-        if users is None:
-            return self.user_factors_
-        return self.user_factors_[np.asarray(users, dtype=np.int64)]
+        return rows_of(self.user_factors_, users)
 
     def item_embeddings(self) -> np.ndarray:
         """Item factors, ndarray of shape (n_items, k)."""
         self._check_fitted()
         return self.item_factors_
+
+
+def rows_of(embeddings: np.ndarray, users: np.ndarray | None) -> np.ndarray:
+    """``embeddings`` itself for ``users`` None, else the rows of those user indices."""
+    if users is None:
+        return embeddings
+    return embeddings[np.asarray(users, dtype=np.int64)]
 
 
 def clone(model: Recommender) -> Recommender:

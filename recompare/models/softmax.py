@@ -31,7 +31,7 @@ from .._io import sha256_of
 from .._jsonutil import json_default
 from .._threads import torch_threads
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, Recommender, n_new_users, read_saved_model
+from .base import MODEL_FILE, Callback, Recommender, n_new_users, read_saved_model, rows_of
 from .sampling import NegativeSampler
 from .softmax_params import (  # noqa: F401 - the allowed values stay importable here
     ACTIVATIONS,
@@ -346,9 +346,7 @@ class SoftmaxDNN(Recommender):
         of ``fit``, so that serving a known user is a lookup.
         """
         self._check_fitted()
-        if users is None:
-            return self.query_embeddings_
-        return self.query_embeddings_[np.asarray(users, dtype=np.int64)]
+        return rows_of(self.query_embeddings_, users)
 
     def item_embeddings(self) -> np.ndarray:
         """Item embeddings V (L2-normalised when ``normalize``), shape (n_items, dim)."""
