@@ -92,12 +92,8 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
         raise ValueError(f"unknown scale {scale!r}")
     repeat = max(3, int(repeat))
     n_queries, n_items, mean_seen = SIZES[scale]
-    rng = np.random.default_rng(seed)
     say("generating embeddings and seen items")
-    scale_factor = np.float32(1.0 / np.sqrt(dim))
-    queries = rng.standard_normal((n_queries, dim), dtype=np.float32) * scale_factor
-    items = rng.standard_normal((n_items, dim), dtype=np.float32) * scale_factor
-    seen = _seen_matrix(n_queries, n_items, mean_seen, rng)
+    queries, items, seen = _inputs(n_queries, n_items, mean_seen, dim, seed)
     chunk = default_chunk_size(n_items)
 
     wall: dict[str, list[float]] = {"matmul": [], "topk": [], "topk_exclude": []}
@@ -121,10 +117,7 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
             seconds, cpu_seconds = call()
             wall[name].append(seconds)
             cpu[name].append(cpu_seconds)
-    ratios = {name: [t / b for t, b in zip(wall[name], wall["matmul"])]
-              for name in ("topk", "topk_exclude")}
-    cpu_ratios = {name: [t / b for t, b in zip(cpu[name], cpu["matmul"])]
-                  for name in ("topk", "topk_exclude")}
+    ratios, cpu_ratios = _per_round_ratios(wall), _per_round_ratios(cpu)
     med = {name: float(np.median(values)) for name, values in wall.items()}
     ratio, ratio_masked = float(np.median(ratios["topk"])), float(np.median(ratios["topk_exclude"]))
     figures = _figures(k, ratio, ratio_masked, ratios, cpu_ratios, memory, med, repeat)
@@ -152,6 +145,22 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
         "peak_extra_bytes": memory["peak_extra_bytes"],
         "figures": figures,
     }
+
+
+def _inputs(n_queries: int, n_items: int, mean_seen: float, dim: int, seed: int
+            ) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Seeded query and item embeddings (unit expected norm) and the seen-items matrix."""
+    rng = np.random.default_rng(seed)
+    scale_factor = np.float32(1.0 / np.sqrt(dim))
+    queries = rng.standard_normal((n_queries, dim), dtype=np.float32) * scale_factor
+    items = rng.standard_normal((n_items, dim), dtype=np.float32) * scale_factor
+    return queries, items, _seen_matrix(n_queries, n_items, mean_seen, rng)
+
+
+def _per_round_ratios(times: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each round's top-k time over the bare product timed in the same round."""
+    return {name: [t / b for t, b in zip(times[name], times["matmul"])]
+            for name in ("topk", "topk_exclude")}
 
 
 def _figures(k: int, ratio: float, ratio_masked: float, ratios: dict, cpu_ratios: dict,

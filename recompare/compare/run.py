@@ -95,6 +95,7 @@ def training_scaling(dataset: Any, variants: list[Variant], quick: bool, seed: i
     return out
 
 
+# long only for its documented parameters: the body is a sequence of named steps
 def run_comparison(
     dataset: Any,
     quick: bool = False,
@@ -162,23 +163,13 @@ def run_comparison(
         variants = [v for v in variants if v.role != "features"]
     runs = [_with_runtime_params(_quick(v) if quick else v, dataset, threads) for v in variants]
     tuning = _tune_families(dataset, runs, tune, seed, emit) if tune else None
-    models: dict[str, Any] = {}
-    info: dict[str, ModelRecord] = {}
-    for number, variant in enumerate(runs, 1):
-        emit({"stage": "train", "model": variant.name, "index": number, "total": len(runs),
-              "message": f"training {variant.name} ({number}/{len(runs)})"})
-        models[variant.name], info[variant.name] = _train(variant, dataset, emit)
+    models, info = _train_all(runs, dataset, emit)
     emit({"stage": "evaluate", "message": "evaluating all models"})
     evaluation = evaluate_models(models, dataset, "all", ks, folding=dataset.has_groups,
                                  seed=seed, callback=lambda e: emit({**e, "stage": "evaluate"}),
                                  per_query_metrics=PAIRED_METRICS)
     statistics = paired_statistics(evaluation, info, seed)
-    emit({"stage": "serve", "message": "serving latency, all models in interleaved rounds"})
-    ann = [v.name for v in runs if v.role in ("wals", "dnn")]  # the verdict's pairs
-    serving = serving_costs(models, dataset, serving_queries, seed, threads=serving_threads,
-                            ann=ann)
-    for name in models:
-        info[name]["serving"] = serving[name]
+    _measure_serving(models, info, runs, dataset, serving_queries, seed, serving_threads, emit)
     emit({"stage": "scaling", "message": "training scalability"})
     results: ComparisonResults = {
         "dataset": {**dataset.info(), "protocols": list(dataset.protocols)},
@@ -199,6 +190,30 @@ def run_comparison(
     }
     results["table"] = comparison_table(results)
     return (results, models) if return_models else results
+
+
+def _train_all(runs: list[Variant], dataset: Any, emit: Callback
+               ) -> tuple[dict[str, Any], dict[str, ModelRecord]]:
+    """Fit every variant in order; the fitted models and their training records."""
+    models: dict[str, Any] = {}
+    info: dict[str, ModelRecord] = {}
+    for number, variant in enumerate(runs, 1):
+        emit({"stage": "train", "model": variant.name, "index": number, "total": len(runs),
+              "message": f"training {variant.name} ({number}/{len(runs)})"})
+        models[variant.name], info[variant.name] = _train(variant, dataset, emit)
+    return models, info
+
+
+def _measure_serving(models: dict[str, Any], info: dict[str, ModelRecord],
+                     runs: list[Variant], dataset: Any, queries: int, seed: int, threads: int,
+                     emit: Callback) -> None:
+    """Serving latency of every model in interleaved rounds, into ``info[name]["serving"]``;
+    the two family defaults (the verdict's pairs) are also served from an ANN index."""
+    emit({"stage": "serve", "message": "serving latency, all models in interleaved rounds"})
+    ann = [v.name for v in runs if v.role in ("wals", "dnn")]
+    serving = serving_costs(models, dataset, queries, seed, threads=threads, ann=ann)
+    for name in models:
+        info[name]["serving"] = serving[name]
 
 
 def _has_side_features(dataset: Any) -> bool:

@@ -31,16 +31,18 @@ from .movielens import NO_GENRE, movielens_folder, read_movielens
 from .policies import resolve_duplicates
 from .readers import (
     CHUNK_ROWS,
-    ITEM_ALIASES,
-    TIME_ALIASES,
-    USER_ALIASES,
-    VALUE_ALIASES,
-    is_parquet,
     log_columns,
     read_log_columns,
     read_parquet,
     read_table,
     resolve_column,
+)
+from .sniff import (
+    ITEM_ALIASES,
+    TIME_ALIASES,
+    USER_ALIASES,
+    VALUE_ALIASES,
+    is_parquet,
     sniff_layout,
 )
 

@@ -12,7 +12,8 @@ import pandas as pd
 
 from ..errors import RecompareError
 from .build import RawData
-from .readers import CHUNK_ROWS, read_log_columns, read_table, sniff_layout
+from .readers import CHUNK_ROWS, read_log_columns, read_table
+from .sniff import sniff_layout
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                  "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
