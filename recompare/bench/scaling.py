@@ -54,7 +54,7 @@ def _fit(family: str, dataset, steps: int) -> dict:
     if kind == "wals":
         params["iterations"] = steps
     else:
-        params.update(epochs=steps, patience=10**6, validation_fraction=0.0)
+        params.update(epochs=steps, patience=None, validation_fraction=0.0)
     model = model_class(kind)(**params)
     with measure() as cost:
         model.fit(dataset)
