@@ -185,3 +185,74 @@ def test_sparse_and_dense_gradients_all_reduced_match_one_process(tmp_path):
 def _initial_table() -> torch.Tensor:
     torch.manual_seed(2)
     return torch.nn.EmbeddingBag(12, 4, mode="mean", sparse=True).double().weight.detach()
+
+
+# --------------------------------------------------------- train-dnn --processes N
+def _train_dnn(dataset, out, *extra: str):
+    from click.testing import CliRunner
+
+    from recompare.cli import main
+
+    args = ["train-dnn", str(dataset), "-o", str(out), "--dim", "16", "--hidden", "24,16",
+            "--dropout", "0.3", "--validation-fraction", "0", "--threads", "1", *extra]
+    return CliRunner().invoke(main, args)
+
+
+def _batch_with_a_lonely_last_user(data) -> str:
+    """A batch size whose last batch holds one user: the second process's shard of it
+    is empty, and it must still draw what the first one does."""
+    n_active = int((np.diff(data.train.indptr) > 0).sum())
+    return str(next(b for b in range(24, n_active) if n_active % b == 1))
+
+
+def _items(path) -> np.ndarray:
+    with np.load(path / "arrays.npz", allow_pickle=False) as arrays:
+        return arrays["item_embeddings"]
+
+
+def test_train_dnn_two_processes_match_one_with_the_same_global_batch(tiny_split, tmp_path):
+    tiny_split.save(tmp_path / "ds")
+    batch = _batch_with_a_lonely_last_user(tiny_split)
+    one = _train_dnn(tmp_path / "ds", tmp_path / "one", "--epochs", "1", "--batch-size", batch)
+    assert one.exit_code == 0, one.output
+    two = _train_dnn(tmp_path / "ds", tmp_path / "two", "--epochs", "1", "--batch-size", batch,
+                     "--processes", "2", "--checkpoint-dir", str(tmp_path / "ckpt"))
+    assert two.exit_code == 0, two.output
+    items_one, items_two = _items(tmp_path / "one"), _items(tmp_path / "two")
+    # summing the shards' gradients changes the float order only: Adam's step
+    # normalisation can magnify that on entries near zero, hence the small atol
+    np.testing.assert_allclose(items_two, items_one, rtol=1e-5, atol=1e-5)
+    # resuming the 2-process checkpoint for a second epoch = 2 epochs in one process
+    resumed = _train_dnn(tmp_path / "ds", tmp_path / "resumed", "--epochs", "2",
+                         "--batch-size", batch, "--processes", "2",
+                         "--resume", str(tmp_path / "ckpt"))
+    assert resumed.exit_code == 0, resumed.output
+    straight = _train_dnn(tmp_path / "ds", tmp_path / "straight", "--epochs", "2",
+                          "--batch-size", batch)
+    assert straight.exit_code == 0, straight.output
+    np.testing.assert_allclose(_items(tmp_path / "resumed"), _items(tmp_path / "straight"),
+                               rtol=1e-5, atol=1e-5)
+    assert np.abs(_items(tmp_path / "straight") - items_one).max() > 1e-3  # epoch 2 trained
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--processes", "0"], "processes must be an integer >= 1"),
+    (["--processes", "2", "--loss", "sampled", "--negatives", "in-batch"], "in-batch"),
+])
+def test_train_dnn_refuses_bad_process_counts_and_leaves_no_model(tiny_split, tmp_path,
+                                                                  flags, message):
+    tiny_split.save(tmp_path / "ds")
+    result = _train_dnn(tmp_path / "ds", tmp_path / "m", "--epochs", "1", *flags)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_train_dnn_device_cuda_without_a_gpu_is_one_line_error(tiny_split, tmp_path):
+    tiny_split.save(tmp_path / "ds")
+    result = _train_dnn(tmp_path / "ds", tmp_path / "m", "--device", "cuda")
+    assert result.exit_code != 0
+    assert "no CUDA GPU" in result.output
+    assert not (tmp_path / "m").exists()
