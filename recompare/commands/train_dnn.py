@@ -230,7 +230,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     from ..models.softmax import SoftmaxDNN
 
     data = Dataset.load(dataset)
-    params = dict(
+    model = SoftmaxDNN(
         dim=dim, hidden=hidden_sizes, activation=activation, dropout=dropout,
         features=features, normalize=normalize, temperature=temperature, loss=loss,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
@@ -238,7 +238,6 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         patience=patience or None,  # --patience 0: no early stopping
         validation_fraction=validation_fraction, random_state=random_state, threads=threads,
     )
-    model = SoftmaxDNN(**params)
     model.check(data)  # bad input fails here, before the progress bar appears
     if checkpoint_dir is None and resume is not None:
         checkpoint_dir = resume
@@ -246,8 +245,8 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         if loss == "sampled" and negatives == "in-batch":
             raise RecompareError("--negatives in-batch draws from each process's own batch: "
                                  "use another --negatives with --processes > 1")
-        ddp.launch(processes, train_process, dataset, params, checkpoint_dir, resume,
-                   output, overwrite)
+        ddp.launch(processes, train_process, dataset, model.get_params(), checkpoint_dir,
+                   resume, output, overwrite)
         model = SoftmaxDNN.load(output)
     else:
         console = stderr_console()

@@ -20,6 +20,7 @@ import torch
 from .._atomic import atomic_dir
 from .._io import sha256_of
 from .._jsonutil import json_default
+from .ddp import Distributed, all_mean, all_reduce_gradients, barrier, is_main, loss_scale, shard
 from .sampling import (
     MatmulTimer,
     NegativeSampler,
@@ -30,7 +31,6 @@ from .sampling import (
     positives_only_loss,
     sampled_softmax_loss,
 )
-from .ddp import Distributed, all_mean, all_reduce_gradients, barrier, is_main, loss_scale, shard
 from .tower import Batch, QueryTower, embed_queries, mask_history
 
 STATE_FILE = "state.pt"
