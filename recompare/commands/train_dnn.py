@@ -262,6 +262,11 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     if as_json:
         echo_json(summary)
         return
+    _print_summary(model, info, output, loss, negatives)
+
+
+def _print_summary(model, info: dict, output: str, loss: str, negatives: str) -> None:
+    """The human summary of a fit: a rich table on stdout."""
     from rich.table import Table
 
     table = Table(title=f"softmax DNN -> {output}", show_header=False)
