@@ -185,3 +185,75 @@ def test_sparse_and_dense_gradients_all_reduced_match_one_process(tmp_path):
 def _initial_table() -> torch.Tensor:
     torch.manual_seed(2)
     return torch.nn.EmbeddingBag(12, 4, mode="mean", sparse=True).double().weight.detach()
+
+
+# --------------------------------------------------------- train-dnn --processes N
+def _train_dnn(dataset, out, *extra: str):
+    from click.testing import CliRunner
+
+    from recompare.cli import main
+
+    args = ["train-dnn", str(dataset), "-o", str(out), "--dim", "16", "--hidden", "24,16",
+            "--dropout", "0.3", "--validation-fraction", "0", "--threads", "1", *extra]
+    return CliRunner().invoke(main, args)
+
+
+def _batch_with_a_lonely_last_user(data) -> str:
+    """A batch size whose last batch holds one user: the second process's shard of it
+    is empty, and it must still draw what the first one does."""
+    n_active = int((np.diff(data.train.indptr) > 0).sum())
+    return str(next(b for b in range(24, n_active) if n_active % b == 1))
+
+
+def _items(path) -> np.ndarray:
+    with np.load(path / "arrays.npz", allow_pickle=False) as arrays:
+        return arrays["item_embeddings"]
+
+
+def test_train_dnn_two_processes_match_one_with_the_same_global_batch(tiny_split, tmp_path):
+    """One epoch in 2 processes, resumed from a one-process checkpoint (one spawn keeps
+    the test short), against the same epoch in one process."""
+    import json
+
+    tiny_split.save(tmp_path / "ds")
+    ds, ckpt = tmp_path / "ds", tmp_path / "ckpt"
+    batch = ["--batch-size", _batch_with_a_lonely_last_user(tiny_split)]
+    first = _train_dnn(ds, tmp_path / "first", "--epochs", "1", *batch, "--checkpoint-dir",
+                       str(ckpt))
+    assert first.exit_code == 0, first.output
+    one = _train_dnn(ds, tmp_path / "one", "--epochs", "2", *batch)
+    assert one.exit_code == 0, one.output
+    two = _train_dnn(ds, tmp_path / "two", "--epochs", "2", *batch, "--processes", "2",
+                     "--resume", str(ckpt))
+    assert two.exit_code == 0, two.output
+    items_one = _items(tmp_path / "one")
+    # summing the shards' gradients changes the float order only: Adam's step
+    # normalisation can magnify that on entries near zero, hence the small atol
+    np.testing.assert_allclose(_items(tmp_path / "two"), items_one, rtol=1e-5, atol=1e-5)
+    assert np.abs(items_one - _items(tmp_path / "first")).max() > 1e-3  # epoch 2 trained
+    # the main process rewrote the checkpoint after the distributed epoch
+    assert json.loads((ckpt / "checkpoint.json").read_text())["state"]["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "ds", "first", "one", "two"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--processes", "0"], "processes must be an integer >= 1"),
+    (["--processes", "2", "--loss", "sampled", "--negatives", "in-batch"], "in-batch"),
+])
+def test_train_dnn_refuses_bad_process_counts_and_leaves_no_model(tiny_split, tmp_path,
+                                                                  flags, message):
+    tiny_split.save(tmp_path / "ds")
+    result = _train_dnn(tmp_path / "ds", tmp_path / "m", "--epochs", "1", *flags)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_train_dnn_device_cuda_without_a_gpu_is_one_line_error(tiny_split, tmp_path):
+    tiny_split.save(tmp_path / "ds")
+    result = _train_dnn(tmp_path / "ds", tmp_path / "m", "--device", "cuda")
+    assert result.exit_code != 0
+    assert "no CUDA GPU" in result.output
+    assert not (tmp_path / "m").exists()

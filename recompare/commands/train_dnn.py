@@ -133,6 +133,20 @@ def _checkpoint_options(func):
     return func
 
 
+def _parallel_options(func):
+    """``--processes``, ``--device``."""
+    func = click.option("--device", type=click.Choice(("cpu", "cuda", "auto")), default="cpu",
+                        show_default=True,
+                        help="Where to train: cpu, cuda (an error without a GPU) or auto. "
+                             "The DNN trains on CPU only so far: cuda is refused, auto "
+                             "resolves to cpu.")(func)
+    func = click.option("--processes", type=int, default=1, show_default=True,
+                        help="Data-parallel CPU processes (torch.distributed, gloo); each "
+                             "trains on its share of every batch, with the same result as "
+                             "one process.")(func)
+    return func
+
+
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"600,200"`` -> (600, 200); ``"none"`` or ``""`` -> ()."""
     text = text.strip().lower()
@@ -171,6 +185,7 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 @_training_options
 @_stopping_options
 @_checkpoint_options
+@_parallel_options
 @seed_option
 @threads_option
 @json_option
@@ -178,8 +193,8 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,
               negatives: str, num_negatives: int, gravity: str, epochs: int, batch_size: int,
               lr: float, optimizer: str, patience: int, validation_fraction: float,
-              checkpoint_dir: str | None, resume: str | None, random_state: int, threads: int,
-              overwrite: bool, as_json: bool) -> None:
+              checkpoint_dir: str | None, resume: str | None, processes: int, device: str,
+              random_state: int, threads: int, overwrite: bool, as_json: bool) -> None:
     """Train the softmax DNN on DATASET and save it to MODEL (-o).
 
     The query tower reads the user's history (a bag of items, with the
@@ -195,7 +210,12 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
           --gravity 1
       recompare train-dnn data/planted -o models/dnn --checkpoint-dir ckpt/   # then:
       recompare train-dnn data/planted -o models/dnn --resume ckpt/ --overwrite
+      recompare train-dnn data/planted -o models/dnn-2 --processes 2
     """
+    from ..models import ddp
+
+    processes = ddp.check_processes(processes)
+    _check_device(ddp.resolve_device(device), device)
     if Path(output).exists() and not overwrite:
         raise RecompareError(f"output path {output} already exists; choose another or pass "
                              "--overwrite")
@@ -220,16 +240,25 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     model.check(data)  # bad input fails here, before the progress bar appears
     if checkpoint_dir is None and resume is not None:
         checkpoint_dir = resume
-    console = stderr_console()
-    with _EpochProgress(console, epochs) as progress:
-        model.fit(data, callback=progress.callback, checkpoint_dir=checkpoint_dir,
-                  resume_from=resume)
-    model.save(output, overwrite=overwrite)
+    if processes > 1:
+        if loss == "sampled" and negatives == "in-batch":
+            raise RecompareError("--negatives in-batch draws from each process's own batch: "
+                                 "use another --negatives with --processes > 1")
+        ddp.launch(processes, train_process, dataset, model.get_params(), checkpoint_dir,
+                   resume, output, overwrite)
+        model = SoftmaxDNN.load(output)
+    else:
+        console = stderr_console()
+        with _EpochProgress(console, epochs) as progress:
+            model.fit(data, callback=progress.callback, checkpoint_dir=checkpoint_dir,
+                      resume_from=resume)
+        model.save(output, overwrite=overwrite)
     info = {k: v for k, v in model.fit_info_.items() if k != "history"}
     summary = {"model": str(output), "kind": model.kind, "fingerprint": model.fingerprint_,
                "params": {k: (list(v) if isinstance(v, tuple) else v)
                           for k, v in model.get_params().items()},
                **info, "history": model.fit_info_["history"]}
+
     def rows() -> list[tuple[str, str]]:
         best = info.get("best_validation_recall")
         return [
@@ -245,6 +274,28 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         ]
 
     echo_summary(summary, f"softmax DNN -> {output}", rows, as_json)
+
+
+def _check_device(resolved: str, asked: str) -> None:
+    """Refuse a GPU: the DNN's batches and samplers are CPU tensors so far."""
+    if resolved != "cpu" and asked == "cuda":
+        raise RecompareError("--device cuda: train-dnn trains on CPU only so far; use "
+                             "--device cpu (or --processes N for more CPU processes)")
+
+
+def train_process(ctx, dataset: str, params: dict, checkpoint_dir: str | None,
+                  resume: str | None, output: str, overwrite: bool) -> None:
+    """One process of ``train-dnn --processes N``: load the data, fit on this process's
+    shard of every batch; the main process writes the model (atomically)."""
+    from ..data.dataset import Dataset
+    from ..models import ddp
+    from ..models.softmax import SoftmaxDNN
+
+    model = SoftmaxDNN(**params)
+    model.fit(Dataset.load(dataset), checkpoint_dir=checkpoint_dir, resume_from=resume,
+              ctx=ctx)
+    if ddp.is_main(ctx):
+        model.save(output, overwrite=overwrite)
 
 
 class _EpochProgress:

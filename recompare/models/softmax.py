@@ -32,6 +32,7 @@ from .._jsonutil import json_default
 from .._threads import torch_threads
 from ..errors import RecompareError
 from .base import MODEL_FILE, Callback, Recommender, n_new_users, read_saved_model, rows_of
+from .ddp import Distributed
 from .sampling import NegativeSampler
 from .softmax_params import (  # noqa: F401 - the allowed values stay importable here
     ACTIVATIONS,
@@ -227,6 +228,7 @@ class SoftmaxDNN(Recommender):
         *,
         checkpoint_dir: str | os.PathLike | None = None,
         resume_from: str | os.PathLike | None = None,
+        ctx: Distributed | None = None,
     ) -> SoftmaxDNN:
         """Train on ``dataset.train``; returns ``self``.
 
@@ -244,14 +246,23 @@ class SoftmaxDNN(Recommender):
             with the same parameters (``epochs``, ``patience``, ``threads`` may
             differ): training continues after its last epoch, giving the same
             numbers as an uninterrupted run.
+        ctx : Distributed, optional
+            This process's place in a data-parallel run (:mod:`.ddp`): each process
+            trains on its shard of every global batch and only the main process
+            writes checkpoints.  None: one process.
         """
         features = self.check(dataset)
+        if ctx is not None and ctx.enabled and self.loss == "sampled" \
+                and self.negatives == "in-batch":
+            raise RecompareError("in-batch negatives are drawn from each process's own "
+                                 "batch: use another --negatives with several processes")
         threads = int(self.threads) or auto_threads(self.batch_size, self.dim, dataset.n_items,
                                                     self.loss, self.num_negatives)
         with torch_threads(threads):
-            return self._fit(dataset, features, callback, checkpoint_dir, resume_from)
+            return self._fit(dataset, features, callback, checkpoint_dir, resume_from, ctx)
 
-    def _fit(self, dataset, features, callback, checkpoint_dir, resume_from) -> SoftmaxDNN:
+    def _fit(self, dataset, features, callback, checkpoint_dir, resume_from,
+             ctx: Distributed | None = None) -> SoftmaxDNN:
         emit = callback or (lambda event: None)
         start_time = time.perf_counter()
         train = binary_safe(dataset.train)
@@ -262,7 +273,7 @@ class SoftmaxDNN(Recommender):
               "users": len(run.active_users), "items": dataset.n_items,
               "features": list(features), "validation_users": len(run.val_users)})
         stopped_early = train_epochs(self, run, self._patience(), dataset.fingerprint,
-                                     checkpoint_dir, emit)
+                                     checkpoint_dir, emit, ctx)
         self._finish(dataset, train, run, features, stopped_early, start_time)
         emit({"stage": "done", **{k: v for k, v in self.fit_info_.items() if k != "history"}})
         return self

@@ -20,6 +20,7 @@ import torch
 from .._atomic import atomic_dir
 from .._io import sha256_of
 from .._jsonutil import json_default
+from .ddp import Distributed, all_mean, all_reduce_gradients, barrier, is_main, loss_scale, shard
 from .sampling import (
     MatmulTimer,
     NegativeSampler,
@@ -121,13 +122,16 @@ def validation_recall(tower: QueryTower, matrix: sp.csr_matrix, user_cats: np.nd
 
 # ---------------------------------------------------------------------- epochs
 def train_epochs(model, run: FitRun, patience: int | None, fingerprint: str,
-                 checkpoint_dir, emit: Callable[[dict], None]) -> bool:
+                 checkpoint_dir, emit: Callable[[dict], None],
+                 ctx: Distributed | None = None) -> bool:
     """The epochs after ``run.state["epoch"]``, until ``model.epochs`` or early stopping.
 
     After each epoch: validation (with a copy of the best weights), a history record,
     a checkpoint in ``checkpoint_dir`` (when given) and an ``"epoch"`` event.  Returns
     whether training stopped early (``patience`` epochs without a better validation
-    recall; None: never).
+    recall; None: never).  Data-parallel (``ctx``), only the main process writes
+    checkpoints, and every process uses the processes' mean validation recall, so
+    they all make the same early-stopping decision.
     """
     state = run.state
     for epoch in range(state["epoch"] + 1, model.epochs + 1):
@@ -135,27 +139,29 @@ def train_epochs(model, run: FitRun, patience: int | None, fingerprint: str,
             break
         t0, c0 = time.perf_counter(), time.process_time()
         loss = run_epoch(model, run.tower, run.optimizers, run.sampler, run.matrix,
-                         run.active_users, run.user_cats, run.user_nums, epoch, run.timer, emit)
-        val = _validate_epoch(run, epoch)
+                         run.active_users, run.user_cats, run.user_nums, epoch, run.timer, emit,
+                         ctx)
+        val = _validate_epoch(run, epoch, ctx)
         state["epoch"] = epoch
         record = {"epoch": epoch, "loss": loss, "validation_recall": val,
                   "seconds": time.perf_counter() - t0,
                   "cpu_seconds": time.process_time() - c0}
         run.history.append(record)
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and is_main(ctx):
             write_checkpoint(checkpoint_dir, run, comparable_params(model), fingerprint)
+        barrier(ctx)
         emit({"stage": "epoch", "total": model.epochs, **record,
               "best_epoch": state["best_epoch"] or None})
     return bool(patience) and state["bad_epochs"] >= patience
 
 
-def _validate_epoch(run: FitRun, epoch: int) -> float | None:
+def _validate_epoch(run: FitRun, epoch: int, ctx: Distributed | None = None) -> float | None:
     """Validation recall after ``epoch`` (None without validation users); keeps a copy
     of the best epoch's weights and counts the epochs without improvement."""
     if not len(run.val_users):
         return None
-    val = validation_recall(run.tower, run.matrix, run.user_cats, run.user_nums,
-                            run.val_users, run.val_target)
+    val = all_mean(validation_recall(run.tower, run.matrix, run.user_cats, run.user_nums,
+                                     run.val_users, run.val_target), ctx)
     if val > run.state["best_score"]:
         run.state.update(best_score=val, best_epoch=epoch, bad_epochs=0)
         run.best_state = {k: v.detach().clone() for k, v in run.tower.state_dict().items()}
@@ -184,7 +190,8 @@ def make_optimizers(tower: QueryTower, optimizer: str, lr: float,
 def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
               sampler: NegativeSampler, matrix: sp.csr_matrix, active_users: np.ndarray,
               user_cats: np.ndarray, user_nums: np.ndarray, epoch: int,
-              timer: MatmulTimer | None, emit: Callable[[dict], None]) -> float:
+              timer: MatmulTimer | None, emit: Callable[[dict], None],
+              ctx: Distributed | None = None) -> float:
     """One pass over ``active_users`` in batches; returns the mean loss per user.
 
     ``model`` is the :class:`~recompare.models.softmax.SoftmaxDNN` whose hyperparameters
@@ -192,6 +199,12 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
     ``num_negatives``, ``gravity``, ``embedding_l2``) drive the epoch; its random
     streams depend only on
     ``(random_state, epoch)``, so a resumed fit replays the same epochs.
+
+    Data-parallel (``ctx`` with several processes): every process draws the same
+    global batches, dropout masks and negatives, computes the loss of its shard of
+    users (:func:`.ddp.shard`) scaled to its share of the global mean, and the
+    gradients are averaged before the step, so the processes take the step one
+    process takes on the global batch.
     """
     rng = np.random.default_rng([model.random_state, 1, epoch])
     gen = torch_generator(model.random_state, 1000 + epoch)
@@ -202,31 +215,56 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
     n_batches = math.ceil(len(order) / model.batch_size)
     report_every = max(1, n_batches // 10)
     for b in range(n_batches):
-        users = order[b * model.batch_size:(b + 1) * model.batch_size]
-        batch = Batch.build(users, inputs, targets, user_cats, user_nums)
+        global_users = order[b * model.batch_size:(b + 1) * model.batch_size]
+        users = global_users if ctx is None else shard(global_users, ctx)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        loss = batch_loss(tower, batch, sampler, gen, model.num_negatives,
-                          model.gravity_value(), timer)
-        if model.embedding_l2 > 0:
-            loss = loss + model.embedding_l2 * tower.embedding_penalty(batch)
-        loss.backward()
+        if len(users):
+            batch = Batch.build(users, inputs, targets, user_cats, user_nums)
+            rows = None
+            if ctx is not None and ctx.enabled:
+                rows = (torch.arange(ctx.rank, len(global_users), ctx.world_size),
+                        len(global_users))
+            loss = batch_loss(tower, batch, sampler, gen, model.num_negatives,
+                              model.gravity_value(), timer, rows)
+            if model.embedding_l2 > 0:
+                loss = loss + model.embedding_l2 * tower.embedding_penalty(batch)
+            scale = 1.0 if ctx is None else loss_scale(len(users), len(global_users), ctx)
+            (loss * scale).backward()
+            total += float(loss.detach()) * len(users)
+        else:  # a last batch smaller than the processes: draw as the others do
+            skip_draws(tower, sampler, gen, len(global_users))
+        all_reduce_gradients(tower.parameters(), ctx)
         for opt in optimizers:
             opt.step()
-        total += float(loss.detach()) * len(users)
         n_rows += len(users)
         if (b + 1) % report_every == 0 and b + 1 < n_batches:
             emit({"stage": "batch", "epoch": epoch, "batch": b + 1, "batches": n_batches})
+    if ctx is not None and ctx.enabled:  # the mean over every process's users
+        return all_mean(total, ctx) / max(1e-12, all_mean(n_rows, ctx))
     return total / max(1, n_rows)
+
+
+def skip_draws(tower: QueryTower, sampler: NegativeSampler, gen: torch.Generator,
+               n_global: int) -> None:
+    """Advance ``gen`` as :func:`batch_loss` does on a global batch of ``n_global``
+    rows, for a process whose shard of it is empty (the streams stay in step)."""
+    if tower.training and tower.dropout > 0:
+        for layer in tower.layers[:-1]:
+            torch.rand((n_global, layer.out_features), generator=gen)
+    if sampler.kind not in ("full", "none"):
+        sampler.sample(gen, torch.zeros(0, dtype=torch.int64))
 
 
 def batch_loss(tower: QueryTower, batch: Batch, sampler: NegativeSampler,
                gen: torch.Generator, num_negatives: int, gravity: float,
-               timer: MatmulTimer | None = None) -> torch.Tensor:
+               timer: MatmulTimer | None = None,
+               rows: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
     """The training loss of one batch: the sampler's kind picks the loss
     (``full``, ``none`` = positives only, ``hard``, or a logQ-corrected sampled softmax),
-    plus ``gravity`` times the gravity penalty."""
-    queries = tower.query(batch, gen)
+    plus ``gravity`` times the gravity penalty.  ``rows``: the batch is these rows of a
+    global batch of this size (data-parallel; dropout masks are drawn for all of it)."""
+    queries = tower.query(batch, gen, rows)
     kind = sampler.kind
     gravity_items = None
     if kind == "full":

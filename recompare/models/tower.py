@@ -266,8 +266,13 @@ class QueryTower(nn.Module):
     def _input_table(self) -> torch.Tensor:
         return self.item_out if self.tie else self.item_in
 
-    def query(self, batch: Batch, gen: torch.Generator | None) -> torch.Tensor:
-        """psi(x) of each row of the batch, Tensor (B, dim); dropout when gen is given."""
+    def query(self, batch: Batch, gen: torch.Generator | None,
+              rows: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
+        """psi(x) of each row of the batch, Tensor (B, dim); dropout when gen is given.
+
+        ``rows`` (data-parallel): the batch is these rows of a global batch of this
+        many rows; dropout masks are drawn for the global batch and these rows kept,
+        so every process draws what one process would."""
         parts = []
         if self.schema.uses_history:
             bag = F.embedding_bag(batch.bag_items, self._input_table(), batch.bag_offsets,
@@ -285,7 +290,11 @@ class QueryTower(nn.Module):
             if i < len(self.layers) - 1:
                 h = self.act(h)
                 if gen is not None and self.training and self.dropout > 0:
-                    keep = torch.rand(h.shape, generator=gen) >= self.dropout
+                    if rows is None:
+                        keep = torch.rand(h.shape, generator=gen) >= self.dropout
+                    else:
+                        draws = torch.rand((rows[1], h.shape[1]), generator=gen)
+                        keep = draws[rows[0]] >= self.dropout
                     h = h * keep / (1.0 - self.dropout)
         if self.normalize:
             h = F.normalize(h, dim=1) / self.temperature
