@@ -153,9 +153,8 @@ def _run_and_die(script: str) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
-def test_kill_between_the_renames_is_recovered_by_the_next_write(tmp_path):
-    out = tmp_path / "model"
-    _write_dir(out, "one")
+def _die_between_the_renames(out: Path) -> None:
+    """Replace ``out`` in a subprocess killed (-9) between the two renames of the swap."""
     _run_and_die(f"""
         import os, signal
         from recompare import _atomic
@@ -169,6 +168,12 @@ def test_kill_between_the_renames_is_recovered_by_the_next_write(tmp_path):
         with _atomic.atomic_dir({str(out)!r}, overwrite=True) as tmp:
             (tmp / "a.txt").write_text("two")
     """)
+
+
+def test_kill_between_the_renames_is_recovered_by_the_next_write(tmp_path):
+    out = tmp_path / "model"
+    _write_dir(out, "one")
+    _die_between_the_renames(out)
     assert not out.exists()  # the crash left the path empty ...
     left = _siblings(out)
     assert any(".old-" in n for n in left) and any(".tmp-" in n for n in left)
@@ -180,19 +185,7 @@ def test_kill_between_the_renames_is_recovered_by_the_next_write(tmp_path):
 def test_next_write_after_a_kill_between_renames(tmp_path):
     out = tmp_path / "model"
     _write_dir(out, "one")
-    _run_and_die(f"""
-        import os, signal
-        from recompare import _atomic
-        real, calls = os.replace, []
-        def dying(src, dst):
-            calls.append(src)
-            if len(calls) == 2:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real(src, dst)
-        _atomic.os.replace = dying
-        with _atomic.atomic_dir({str(out)!r}, overwrite=True) as tmp:
-            (tmp / "a.txt").write_text("two")
-    """)
+    _die_between_the_renames(out)
     # without --overwrite the restored model is protected again
     with pytest.raises(RecompareError, match="already exists"):
         _write_dir(out, "three", overwrite=False)
