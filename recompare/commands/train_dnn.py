@@ -98,12 +98,15 @@ def _loss_options(func):
 
 
 def _training_options(func):
-    """``--epochs``, ``--batch-size``, ``--lr``, ``--optimizer``."""
+    """``--epochs``, ``--average-epochs``, ``--batch-size``, ``--lr``, ``--optimizer``."""
     func = _option("--optimizer", param="optimizer", type=click.Choice(("adam", "adagrad")),
                    help="Adam (SparseAdam for sparse embedding rows) or Adagrad.")(func)
     func = _option("--lr", param="lr", type=float, help="Learning rate.")(func)
     func = _option("--batch-size", param="batch_size", type=int,
                    help="Users per batch.")(func)
+    func = _option("--average-epochs", param="average_epochs", type=click.IntRange(min=0),
+                   help="Keep the mean of the weights of the last N epochs (0 = the last "
+                        "epoch's; ignored with early stopping).")(func)
     func = _option("--epochs", param="epochs", type=int,
                    help="Maximum number of epochs (early stopping may end sooner).")(func)
     return func
