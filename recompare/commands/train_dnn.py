@@ -180,8 +180,8 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 @json_option
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,
-              negatives: str, num_negatives: int, gravity: str, epochs: int, batch_size: int,
-              lr: float, optimizer: str, patience: int, validation_fraction: float,
+              negatives: str, num_negatives: int, gravity: str, epochs: int,
+              average_epochs: int, batch_size: int, lr: float, optimizer: str, patience: int, validation_fraction: float,
               checkpoint_dir: str | None, resume: str | None, random_state: int, threads: int,
               overwrite: bool, as_json: bool) -> None:
     """Train the softmax DNN on DATASET and save it to MODEL (-o).
@@ -217,7 +217,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         dim=dim, hidden=hidden_sizes, activation=activation, dropout=dropout,
         features=features, normalize=normalize, temperature=temperature, loss=loss,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
-        batch_size=batch_size, lr=lr, optimizer=optimizer,
+        average_epochs=average_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
         patience=patience or None,  # --patience 0: no early stopping
         validation_fraction=validation_fraction, random_state=random_state, threads=threads,
     )
