@@ -156,7 +156,7 @@ class SoftmaxDNN(Recommender):
         num_negatives: int = 256,
         gravity: float | str = "auto",
         epochs: int = 20,
-        average_epochs: int = 10,
+        average_epochs: int = 0,
         batch_size: int = 32,
         lr: float = 3e-3,
         optimizer: str = "adam",
