@@ -374,7 +374,8 @@ def test_early_stopping_restores_the_best_epoch(data):
     assert info["best_validation_recall"] == max(vals)
     assert info["stopped_early"] and info["epochs_run"] == info["best_epoch"] + 1 < 30
     # epochs replay from the seed alone: the restored model is the one trained to best_epoch
-    best = SoftmaxDNN(**{**params, "epochs": info["best_epoch"], "patience": None}).fit(data)
+    best = SoftmaxDNN(**{**params, "epochs": info["best_epoch"], "patience": None,
+                         "average_epochs": 0}).fit(data)
     assert np.array_equal(model.item_embeddings(), best.item_embeddings())
 
 
@@ -533,3 +534,28 @@ def test_cli_negatives_need_the_sampled_loss(tmp_path):
             assert not (tmp_path / "m2").exists()
     help_text = runner.invoke(main, ["train-dnn", "--help"], terminal_width=200).output
     assert "[default: uniform]" not in help_text and "With --loss sampled only" in help_text
+
+
+def test_average_epochs_means_the_last_epochs_weights(data, tmp_path):
+    """average_epochs=1 is the last epoch; 3 is the mean of the last three epochs' weights,
+    also across a checkpoint; a resume that moves the window before it is refused."""
+    params = dict(FAST, epochs=4, average_epochs=0)
+    last = SoftmaxDNN(**params).fit(data)
+    assert np.array_equal(SoftmaxDNN(**dict(params, average_epochs=1)).fit(data).item_embeddings(),
+                          last.item_embeddings())
+    snapshots = [SoftmaxDNN(**dict(params, epochs=e)).fit(data).item_embeddings()
+                 for e in (2, 3)]
+    averaged = SoftmaxDNN(**dict(params, average_epochs=3)).fit(data)
+    expected = (snapshots[0] + snapshots[1] + last.item_embeddings()) / 3
+    assert np.allclose(averaged.item_embeddings(), expected, atol=1e-5)
+    assert not np.allclose(averaged.item_embeddings(), last.item_embeddings(), atol=1e-3)
+    ckpt = tmp_path / "ckpt"
+    SoftmaxDNN(**dict(params, epochs=3, average_epochs=3)).fit(data, checkpoint_dir=ckpt)
+    with pytest.raises(RecompareError, match="cannot resume: the weight average"):
+        SoftmaxDNN(**dict(params, average_epochs=3)).fit(data, resume_from=ckpt)
+    SoftmaxDNN(**dict(params, epochs=2, average_epochs=3)).fit(data, checkpoint_dir=ckpt)
+    resumed = SoftmaxDNN(**dict(params, epochs=5, average_epochs=3)).fit(data, resume_from=ckpt)
+    straight = SoftmaxDNN(**dict(params, epochs=5, average_epochs=3)).fit(data)
+    assert np.allclose(resumed.item_embeddings(), straight.item_embeddings(), atol=1e-6)
+    with pytest.raises(RecompareError, match="average_epochs must be"):
+        SoftmaxDNN(**dict(params, average_epochs=-1)).fit(data)

@@ -97,12 +97,15 @@ def _loss_options(func):
 
 
 def _training_options(func):
-    """``--epochs``, ``--batch-size``, ``--lr``, ``--optimizer``."""
+    """``--epochs``, ``--average-epochs``, ``--batch-size``, ``--lr``, ``--optimizer``."""
     func = _option("--optimizer", param="optimizer", type=click.Choice(("adam", "adagrad")),
                    help="Adam (SparseAdam for sparse embedding rows) or Adagrad.")(func)
     func = _option("--lr", param="lr", type=float, help="Learning rate.")(func)
     func = _option("--batch-size", param="batch_size", type=int,
                    help="Users per batch.")(func)
+    func = _option("--average-epochs", param="average_epochs", type=click.IntRange(min=0),
+                   help="Keep the mean of the weights of the last N epochs (0 = the last "
+                        "epoch's; ignored with early stopping).")(func)
     func = _option("--epochs", param="epochs", type=int,
                    help="Maximum number of epochs (early stopping may end sooner).")(func)
     return func
@@ -191,10 +194,11 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 @json_option
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,
-              negatives: str, num_negatives: int, gravity: str, epochs: int, batch_size: int,
-              lr: float, optimizer: str, patience: int, validation_fraction: float,
-              checkpoint_dir: str | None, resume: str | None, processes: int, device: str,
-              random_state: int, threads: int, overwrite: bool, as_json: bool) -> None:
+              negatives: str, num_negatives: int, gravity: str, epochs: int,
+              average_epochs: int, batch_size: int, lr: float, optimizer: str,
+              patience: int, validation_fraction: float, checkpoint_dir: str | None,
+              resume: str | None, processes: int, device: str, random_state: int,
+              threads: int, overwrite: bool, as_json: bool) -> None:
     """Train the softmax DNN on DATASET and save it to MODEL (-o).
 
     The query tower reads the user's history (a bag of items, with the
@@ -233,7 +237,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         dim=dim, hidden=hidden_sizes, activation=activation, dropout=dropout,
         features=features, normalize=normalize, temperature=temperature, loss=loss,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
-        batch_size=batch_size, lr=lr, optimizer=optimizer,
+        average_epochs=average_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
         patience=patience or None,  # --patience 0: no early stopping
         validation_fraction=validation_fraction, random_state=random_state, threads=threads,
     )

@@ -108,6 +108,10 @@ class SoftmaxDNN(Recommender):
         ``"auto"``: :data:`AUTO_GRAVITY` with the full loss, 0 with a sampled one (so
         that the sampled variants, positives-only included, keep their own behaviour).
     epochs, batch_size, lr : training length, users per batch, learning rate
+    average_epochs : int >= 0
+        Return the mean of the weights after each of the last ``average_epochs``
+        epochs (all of them when more than ``epochs``) instead of the last epoch's;
+        0 keeps the last.  Ignored with early stopping (the best epoch is restored).
     optimizer : {"adam", "adagrad"}
     weight_decay : float >= 0
         L2 penalty on the dense tower weights (not on embeddings).
@@ -153,6 +157,7 @@ class SoftmaxDNN(Recommender):
         num_negatives: int = 256,
         gravity: float | str = "auto",
         epochs: int = 20,
+        average_epochs: int = 0,
         batch_size: int = 32,
         lr: float = 3e-3,
         optimizer: str = "adam",
@@ -180,6 +185,7 @@ class SoftmaxDNN(Recommender):
         self.num_negatives = num_negatives
         self.gravity = gravity
         self.epochs = epochs
+        self.average_epochs = average_epochs
         self.batch_size = batch_size
         self.lr = lr
         self.optimizer = optimizer
@@ -309,6 +315,8 @@ class SoftmaxDNN(Recommender):
         record ``fit_info_``."""
         if run.best_state is not None and self._patience():
             run.tower.load_state_dict(run.best_state)
+        elif run.average_state is not None and not self._patience():
+            run.tower.load_state_dict(run.average_state)
         self._remember(dataset)
         self.n_features_ = list(features)
         self.query_embeddings_ = embed_queries(run.tower, train, run.user_cats, run.user_nums)

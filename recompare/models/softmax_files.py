@@ -102,12 +102,13 @@ def read_checkpoint(path, run: FitRun, params: dict, fingerprint: str) -> None:
     meta = read_json(meta_file, _CHECKPOINT_KEYS, _CHECKPOINT_OPTIONAL, what=what)
     if meta["format"] != CHECKPOINT_FORMAT:
         raise refuse(meta_file, what, f"format '{meta['format']}' is not {CHECKPOINT_FORMAT}")
-    saved = check_keys(meta["state"], _STATE_KEYS, path=meta_file, what=what, where="state")
+    saved = check_keys(meta["state"], _STATE_KEYS, {"average_first": int}, path=meta_file,
+                       what=what, where="state")
     if meta["fingerprint"] != fingerprint:
         raise RecompareError(
             f"checkpoint {root} was written while training on another data set "
             f"(fingerprint {meta['fingerprint']}, data set {fingerprint})")
-    theirs = meta["params"]
+    theirs = {"average_epochs": 0, **meta["params"]}  # checkpoints from before the option
     differ = sorted(k for k in set(params) | set(theirs) if params.get(k) != theirs.get(k))
     if differ:
         raise RecompareError(
@@ -119,8 +120,11 @@ def read_checkpoint(path, run: FitRun, params: dict, fingerprint: str) -> None:
                      best_score=(-math.inf if saved["best_score"] is None
                                  else float(saved["best_score"])),
                      best_epoch=int(saved["best_epoch"] or 0), bad_epochs=saved["bad_epochs"])
+    if saved.get("average_first") is not None:
+        run.state["average_first"] = int(saved["average_first"])
     run.history.extend(meta.get("history", []))
     run.best_state = payload.get("best_model")
+    run.average_state = payload.get("average_model")
 
 
 def _read_checkpoint_state(root: Path, meta: dict, run: FitRun) -> dict:
@@ -130,14 +134,15 @@ def _read_checkpoint_state(root: Path, meta: dict, run: FitRun) -> dict:
     what = "checkpoint weights"
     payload = _read_torch_state(file, what=what, required=("model", "optimizers"),
                                 sha256=meta.get("state_sha256"))
-    unknown = sorted(set(payload) - {"model", "optimizers", "best_model"})
+    unknown = sorted(set(payload) - {"model", "optimizers", "best_model", "average_model"})
     if unknown:
         raise refuse(file, what, f"unknown entry '{unknown[0]}'")
     reference = run.tower.state_dict()
     check_state_dict(payload["model"], reference, path=file, what=what, where="entry 'model'")
-    if "best_model" in payload:
-        check_state_dict(payload["best_model"], reference, path=file, what=what,
-                         where="entry 'best_model'")
+    for entry in ("best_model", "average_model"):
+        if entry in payload:
+            check_state_dict(payload[entry], reference, path=file, what=what,
+                             where=f"entry '{entry}'")
     saved = payload["optimizers"]
     if not isinstance(saved, list) or len(saved) != len(run.optimizers):
         raise refuse(file, what, f"entry 'optimizers' must be a list of {len(run.optimizers)} "

@@ -59,6 +59,8 @@ def validate(model: SoftmaxDNN, dataset) -> None:
           f"epochs must be a positive integer, got {model.epochs}")
     check(is_int(model.batch_size) and model.batch_size > 0,
           f"batch_size must be a positive integer, got {model.batch_size}")
+    check(is_int(model.average_epochs) and model.average_epochs >= 0,
+          f"average_epochs must be a non-negative integer, got {model.average_epochs}")
     check(model.lr > 0, f"lr must be positive, got {model.lr}")
     check(model.optimizer in OPTIMIZERS,
           f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {model.optimizer!r}")

@@ -21,6 +21,7 @@ from .._atomic import atomic_dir
 from .._io import sha256_of
 from .._jsonutil import json_default
 from .ddp import Distributed, all_mean, all_reduce_gradients, barrier, is_main, loss_scale, shard
+from ..errors import RecompareError
 from .sampling import (
     MatmulTimer,
     NegativeSampler,
@@ -61,6 +62,7 @@ class FitRun:
         "epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0})
     history: list[dict] = field(default_factory=list)
     best_state: dict | None = None
+    average_state: dict | None = None  # running mean of the last epochs' weights
 
 
 def torch_generator(seed: int, stream: int) -> torch.Generator:
@@ -141,6 +143,9 @@ def train_epochs(model, run: FitRun, patience: int | None, fingerprint: str,
         loss = run_epoch(model, run.tower, run.optimizers, run.sampler, run.matrix,
                          run.active_users, run.user_cats, run.user_nums, epoch, run.timer, emit,
                          ctx)
+        if epoch > model.epochs - model.average_epochs:
+            _accumulate_average(run, epoch, max(1, model.epochs - model.average_epochs + 1),
+                                min(model.average_epochs, model.epochs))
         val = _validate_epoch(run, epoch, ctx)
         state["epoch"] = epoch
         record = {"epoch": epoch, "loss": loss, "validation_recall": val,
@@ -153,6 +158,29 @@ def train_epochs(model, run: FitRun, patience: int | None, fingerprint: str,
         emit({"stage": "epoch", "total": model.epochs, **record,
               "best_epoch": state["best_epoch"] or None})
     return bool(patience) and state["bad_epochs"] >= patience
+
+
+def _accumulate_average(run: FitRun, epoch: int, first: int, n_epochs: int) -> None:
+    """Add this epoch's weights, divided by ``n_epochs``, to the running average of
+    epochs ``first`` .. ``first + n_epochs - 1`` (``average_epochs``).
+
+    A resumed fit whose ``epochs`` moved the window before the checkpoint's epoch
+    cannot rebuild that average: a one-line error.
+    """
+    weights = run.tower.state_dict()
+    if epoch == first:
+        run.average_state = {k: torch.zeros_like(v) for k, v in weights.items()}
+        run.state["average_first"] = first
+    elif run.average_state is None or run.state.get("average_first") != first:
+        raise RecompareError(
+            f"cannot resume: the weight average (average_epochs) would start at epoch "
+            f"{first}, before the checkpoint's epoch {epoch - 1}, whose average covered "
+            "other epochs; resume with the original epochs")
+    for key, value in weights.items():
+        if value.is_floating_point():
+            run.average_state[key].add_(value.detach(), alpha=1.0 / n_epochs)
+        else:
+            run.average_state[key] = value.detach().clone()
 
 
 def _validate_epoch(run: FitRun, epoch: int, ctx: Distributed | None = None) -> float | None:
@@ -320,6 +348,8 @@ def write_checkpoint(path, run: FitRun, params: dict, fingerprint: str) -> None:
     }
     if run.best_state is not None:
         payload["best_model"] = run.best_state
+    if run.average_state is not None:
+        payload["average_model"] = run.average_state
     meta = {
         "format": "recompare-softmax-checkpoint",
         "params": params,
