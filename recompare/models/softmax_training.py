@@ -20,8 +20,8 @@ import torch
 from .._atomic import atomic_dir
 from .._io import sha256_of
 from .._jsonutil import json_default
-from .ddp import Distributed, all_mean, all_reduce_gradients, barrier, is_main, loss_scale, shard
 from ..errors import RecompareError
+from .ddp import Distributed, all_mean, all_reduce_gradients, barrier, is_main, loss_scale, shard
 from .sampling import (
     MatmulTimer,
     NegativeSampler,
