@@ -34,11 +34,16 @@ def fitted():
     return data, models
 
 
-def _latency(p50: list[float], p99: list[float] | None = None) -> PathLatency:
+def _latency(p50: list[float], p99: list[float] | None = None,
+             cpu: list[float] | None = None) -> PathLatency:
     p99 = p99 or [v * 2 for v in p50]
+    service = {}
+    if cpu is not None:
+        service = {"cpu_p50_ms": float(np.median(cpu)), "cpu_p99_ms": max(cpu),
+                   "cpu_p50_spread_ms": max(cpu) - min(cpu), "rounds_cpu_p50_ms": cpu}
     return PathLatency(p50_ms=float(np.median(p50)), p99_ms=float(np.median(p99)),
                        p50_spread_ms=max(p50) - min(p50), p99_spread_ms=max(p99) - min(p99),
-                       rounds_p50_ms=p50, rounds_p99_ms=p99, queries=10, threads=1)
+                       rounds_p50_ms=p50, rounds_p99_ms=p99, queries=10, threads=1, **service)
 
 
 def test_both_paths_for_every_model_in_rounds(fitted):
@@ -56,10 +61,36 @@ def test_both_paths_for_every_model_in_rounds(fitted):
             assert 0 < figure.p50_ms <= figure.p99_ms
             assert figure.p50_spread_ms == pytest.approx(
                 max(figure.rounds_p50_ms) - min(figure.rounds_p50_ms))
+            # one thread: the service time is measured, and a thread's CPU time never
+            # exceeds the wall time of the same query (so neither does its p50)
+            assert figure.clock == "cpu" and len(figure.rounds_cpu_p50_ms) == 3
+            assert all(0 < c <= w for c, w in zip(figure.rounds_cpu_p50_ms,
+                                                   figure.rounds_p50_ms))
         json.dumps(latency.to_dict())
     # nothing left changed: torch's thread count and the models' own setting
     assert torch.get_num_threads() == threads_before
     assert models["WALS"].threads == 2
+
+
+def test_service_time_only_on_one_thread(fitted):
+    data, models = fitted
+    result = measure_latency({"WALS": models["WALS"]}, data, n_queries=4, threads=2)
+    figure = result["WALS"].paths["exact"]["static"]
+    # work on torch's other threads would be missed: no CPU-time figure at all
+    assert figure.cpu_p50_ms is None and figure.clock == "wall"
+
+
+def test_service_time_leaves_out_waiting():
+    import time
+
+    from recompare.evaluate.latency import _time_queries
+
+    def waits(user):  # a query that waits 5 ms for something else (no CPU work)
+        time.sleep(0.005)
+
+    times = _time_queries(waits, np.arange(4), warmup=0)
+    assert (times[0] >= 5.0).all()  # the wall clock holds the wait
+    assert (times[1] < 2.5).all()  # the service time does not
 
 
 def test_a_model_that_cannot_embed_new_users_reports_why(fitted, monkeypatch):
@@ -98,6 +129,24 @@ def test_verdict_needs_a_gap_beyond_the_spread():
     # order of the arguments does not change the winner
     assert latency_verdict("DNN", slow, "WALS", fast)["winner"] == "WALS"
     assert latency_verdict("WALS", None, "DNN", slow)["winner"] is None
+
+
+def test_verdict_compares_service_times_when_both_have_them():
+    # the wall clocks differ (one model's rounds waited for a busy core), the work does not
+    a = _latency([1.0, 1.0, 1.0], cpu=[0.50, 0.51, 0.50])
+    b = _latency([3.0, 3.1, 3.0], cpu=[0.52, 0.50, 0.51])
+    auto = latency_verdict("WALS", a, "DNN", b)
+    assert auto["clock"] == "cpu" and auto["winner"] is None
+    assert "service time" in auto["verdict"]
+    wall = latency_verdict("WALS", a, "DNN", b, clock="wall")
+    assert wall["clock"] == "wall" and wall["winner"] == "WALS"
+    # a real difference in work is found on the service time
+    c = _latency([3.0, 3.1, 3.0], cpu=[2.0, 2.1, 2.0])
+    assert latency_verdict("WALS", a, "DNN", c)["winner"] == "WALS"
+    # one side without service time: both compared on the wall clock
+    assert latency_verdict("WALS", _latency([1.0, 1.0, 1.0]), "DNN", b)["clock"] == "wall"
+    with pytest.raises(RecompareError, match="one thread"):
+        latency_verdict("WALS", _latency([1.0, 1.0, 1.0]), "DNN", b, clock="cpu")
 
 
 def test_ann_paths_report_recall(fitted):

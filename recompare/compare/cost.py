@@ -135,8 +135,9 @@ def steps_run(model: Any) -> int | None:
 # ------------------------------------------------------------------ serving
 def _summary(latency: dict | None) -> dict:
     """The exact-index figures of one path, as the cost table shows them."""
-    keys = ("p50_ms", "p99_ms", "queries", "p50_spread_ms", "p99_spread_ms")
-    return {key: latency[key] for key in keys} if latency else {}
+    keys = ("p50_ms", "p99_ms", "queries", "p50_spread_ms", "p99_spread_ms", "cpu_p50_ms",
+            "cpu_p50_spread_ms")
+    return {key: latency[key] for key in keys if key in latency} if latency else {}
 
 
 def serving_costs(models: Mapping[str, Any], dataset: Any, n_queries: int = 200,

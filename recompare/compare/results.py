@@ -28,6 +28,9 @@ class Latency(TypedDict):
     queries: int  #: queries timed per round
     p50_spread_ms: NotRequired[float]
     p99_spread_ms: NotRequired[float]
+    #: the calling thread's CPU time per query (service time); None on more than one thread
+    cpu_p50_ms: NotRequired[float | None]
+    cpu_p50_spread_ms: NotRequired[float | None]
 
 
 class Unsupported(TypedDict):

@@ -362,6 +362,15 @@ def training_row(names: _Names, results: ComparisonResults) -> TableRow:
     }
 
 
+def _latency(p: Any) -> str:
+    """A path's p50: the service time with the wall clock in brackets, or the wall clock."""
+    if p is None:
+        return _fmt(None)
+    if p.cpu_p50_ms is None:
+        return _fmt(p.p50_ms)
+    return f"{_fmt(p.cpu_p50_ms)} [{_fmt(p.p50_ms)}]"
+
+
 def serving_row(names: _Names) -> TableRow | None:
     """Per-query latency, like with like: static embeddings of both families, then
     embeddings computed at query time by both, each pair on exact top-k and (with the
@@ -382,8 +391,7 @@ def serving_row(names: _Names) -> TableRow | None:
             static, computed = path(serving, index, "static"), path(serving, index, "computed")
             if static or computed:
                 recall = [p.recall for p in (static, computed) if p and p.recall is not None]
-                parts.append(f"{_fmt(static and static.p50_ms)} / "
-                             f"{_fmt(computed and computed.p50_ms)} ms {index}"
+                parts.append(f"{_latency(static)} / {_latency(computed)} ms {index}"
                              + (f" (recall {' / '.join(_fmt(r, 2) for r in recall)})"
                                 if recall else ""))
         return "; ".join(parts + [fmt_bytes(serving["memory_bytes"])])
@@ -398,9 +406,11 @@ def serving_row(names: _Names) -> TableRow | None:
     if sw.get("ann_missing"):
         verdicts.append(f"ANN not measured: {sw['ann_missing']}")
     threads = sw.get("threads", 1)
+    clock = ("p50 service time (thread CPU) [wall] ms per query" if threads == 1
+             else "p50 wall ms per query")
     return {
         "question": "Serving scalability",
-        "measure": "p50 ms per query, static / computed-at-query-time embedding, exact and "
+        "measure": f"{clock}, static / computed-at-query-time embedding, exact and "
                    f"ANN top-k; memory ({threads} thread{'s' * (threads != 1)}, "
                    f"{sw.get('rounds', 3)} interleaved rounds)",
         "wals": cell(sw),

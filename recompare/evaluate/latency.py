@@ -21,6 +21,14 @@ memory; with ``ann=True`` each path is also served from an approximate IVF index
 rotates every round) so that a burst of load hits every model alike; each round
 gives a p50 and a p99, and the spread of those across rounds is the noise that a
 verdict must exceed (:func:`latency_verdict`).
+
+Two clocks time every query.  Wall-clock latency is what a client waits; on a machine
+whose cores are taken by other work it also holds the time the query spent waiting
+for a core, which the scheduler decides and which is the same for every model.  On one
+thread every instruction of a query runs on the calling thread, so that thread's CPU
+time (``time.thread_time``) is the query's *service time*: the work it costs, which
+other load barely moves.  Verdicts use the service time when it is measured (one
+thread) and the wall clock otherwise; both are reported.
 """
 from __future__ import annotations
 
@@ -61,6 +69,11 @@ class PathLatency:
         Thread count the queries ran on.
     recall : float or None
         Recall@k against exact top-k (approximate index only).
+    cpu_p50_ms, cpu_p99_ms, cpu_p50_spread_ms : float or None
+        The same from the calling thread's CPU time (the service time); None with
+        more than one thread, where work on other threads would be missed.
+    rounds_cpu_p50_ms : list of float or None
+        Per-round CPU-time p50.
     """
 
     p50_ms: float
@@ -72,9 +85,18 @@ class PathLatency:
     queries: int
     threads: int
     recall: float | None = None
+    cpu_p50_ms: float | None = None
+    cpu_p99_ms: float | None = None
+    cpu_p50_spread_ms: float | None = None
+    rounds_cpu_p50_ms: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def clock(self) -> str:
+        """``"cpu"`` when the service time was measured, else ``"wall"``."""
+        return "cpu" if self.cpu_p50_ms is not None else "wall"
 
 
 @dataclass
@@ -155,7 +177,7 @@ def measure_latency(
                         if call is None:
                             continue
                         timings.setdefault((name, path, index), []).append(
-                            _time_queries(call, users))
+                            _time_queries(call, users, cpu=threads == 1))
     for name, server in servers.items():
         results[name].unsupported = dict(server.unsupported)
         results[name].ann = server.ann_info
@@ -168,32 +190,44 @@ def measure_latency(
 
 
 def latency_verdict(label_a: str, a: PathLatency | None, label_b: str, b: PathLatency | None,
-                    stat: str = "p50", min_ratio: float = MIN_RATIO) -> dict:
+                    stat: str = "p50", min_ratio: float = MIN_RATIO,
+                    clock: str = "auto") -> dict:
     """Which of two latencies is lower, only where the gap exceeds the noise.
 
     A winner needs both: the difference of the medians beyond the sum of the two
     spreads across rounds, and the slower at least ``min_ratio`` times the faster.
-    Otherwise the verdict is "on par (within noise)".
+    Otherwise the verdict is "on par (within noise)".  ``clock`` "auto" compares
+    service times (CPU time, one thread) when both have them, else wall clock;
+    "wall" and "cpu" force one (only p50 has a CPU-time spread).
 
     Returns
     -------
-    dict with ``verdict`` (one line), ``winner`` (a label or None) and ``ratio``
-    (slower / faster, or None).
+    dict with ``verdict`` (one line), ``winner`` (a label or None), ``ratio``
+    (slower / faster, or None) and ``clock`` ("cpu" or "wall").
     """
     if a is None or b is None:
-        return {"verdict": "not measured for both", "winner": None, "ratio": None}
-    va, vb = getattr(a, f"{stat}_ms"), getattr(b, f"{stat}_ms")
-    noise = getattr(a, f"{stat}_spread_ms") + getattr(b, f"{stat}_spread_ms")
+        return {"verdict": "not measured for both", "winner": None, "ratio": None,
+                "clock": None}
+    if clock == "auto":
+        clock = "cpu" if stat == "p50" and a.clock == b.clock == "cpu" else "wall"
+    if clock not in ("cpu", "wall"):
+        raise RecompareError(f"clock must be 'auto', 'cpu' or 'wall', got {clock!r}")
+    if clock == "cpu" and (stat != "p50" or "wall" in (a.clock, b.clock)):
+        raise RecompareError("CPU-time verdicts need p50 measured on one thread for both")
+    key = f"cpu_{stat}" if clock == "cpu" else stat
+    va, vb = getattr(a, f"{key}_ms"), getattr(b, f"{key}_ms")
+    noise = getattr(a, f"{key}_spread_ms") + getattr(b, f"{key}_spread_ms")
+    stat = f"{stat} {'service time' if clock == 'cpu' else 'wall'}"
     fast, slow = (label_a, label_b) if va <= vb else (label_b, label_a)
     low, high = min(va, vb), max(va, vb)
     ratio = high / low if low > 0 else float("inf")
     if high - low <= noise or ratio < min_ratio:
         return {"verdict": f"on par (within noise): {stat} {va:.3g} vs {vb:.3g} ms, "
                            f"spread {noise:.2g} ms",
-                "winner": None, "ratio": ratio}
+                "winner": None, "ratio": ratio, "clock": clock}
     return {"verdict": f"{fast} better: {stat} {ratio:.1f}x lower than {slow} "
                        f"({low:.3g} vs {high:.3g} ms, spread {noise:.2g} ms)",
-            "winner": fast, "ratio": ratio}
+            "winner": fast, "ratio": ratio, "clock": clock}
 
 
 # ------------------------------------------------------------------ helpers
@@ -280,29 +314,40 @@ def _pick_users(train, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return np.sort(order[:n]), np.sort(tuning[:1000])
 
 
-def _time_queries(call: Callable[[int], Any], users: np.ndarray, warmup: int = 5
-                  ) -> np.ndarray:
-    """Milliseconds of each call, one user at a time, after a few untimed calls."""
+def _time_queries(call: Callable[[int], Any], users: np.ndarray, warmup: int = 5,
+                  cpu: bool = True) -> np.ndarray:
+    """Milliseconds of each call, one user at a time, after a few untimed calls: row 0
+    wall clock, row 1 the calling thread's CPU time (NaN when ``cpu`` is False)."""
     for user in users[:warmup]:
         call(int(user))
     gc.collect()
-    times = np.empty(len(users))
+    times = np.full((2, len(users)), np.nan)
+    wall, thread = time.perf_counter_ns, time.thread_time_ns
     for i, user in enumerate(users):
-        start = time.perf_counter()
+        start = wall()  # the CPU interval is nested inside the wall one
+        start_cpu = thread() if cpu else 0
         call(int(user))
-        times[i] = time.perf_counter() - start
-    return times * 1e3
+        if cpu:
+            times[1, i] = thread() - start_cpu
+        times[0, i] = wall() - start
+    return times / 1e6
 
 
 def _summarise(per_round: list[np.ndarray], threads: int, recall: float | None
                ) -> PathLatency:
-    p50 = [float(np.percentile(t, 50)) for t in per_round]
-    p99 = [float(np.percentile(t, 99)) for t in per_round]
+    p50 = [float(np.percentile(t[0], 50)) for t in per_round]
+    p99 = [float(np.percentile(t[0], 99)) for t in per_round]
+    cpu: dict[str, Any] = {}
+    if not np.isnan(per_round[0][1]).any():
+        c50 = [float(np.percentile(t[1], 50)) for t in per_round]
+        cpu = {"cpu_p50_ms": float(np.median(c50)),
+               "cpu_p99_ms": float(np.median([np.percentile(t[1], 99) for t in per_round])),
+               "cpu_p50_spread_ms": max(c50) - min(c50), "rounds_cpu_p50_ms": c50}
     return PathLatency(
         p50_ms=float(np.median(p50)), p99_ms=float(np.median(p99)),
         p50_spread_ms=max(p50) - min(p50), p99_spread_ms=max(p99) - min(p99),
-        rounds_p50_ms=p50, rounds_p99_ms=p99, queries=len(per_round[0]), threads=threads,
-        recall=recall)
+        rounds_p50_ms=p50, rounds_p99_ms=p99, queries=len(per_round[0][0]), threads=threads,
+        recall=recall, **cpu)
 
 
 @contextlib.contextmanager

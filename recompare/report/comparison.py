@@ -155,8 +155,9 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
                                            for c in columns) + " |")
     lines += ["", "## Training and serving cost", "",
               ("| model | train s | peak extra MiB | p50 ms (known) | p99 ms (known) | "
-               "p50 ms (computed) | batch queries/s | serving MiB |"),
-              "|---|---|---|---|---|---|---|---|"]
+               "p50 ms (computed) | service ms (known / computed) | batch queries/s | "
+               "serving MiB |"),
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, info in results["models"].items():
         t = info["training"]
         s = info.get("serving")
@@ -166,7 +167,8 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
         lines.append(
             f"| {name} | {t['seconds']:.2f} | {t['peak_extra_bytes'] / 2**20:.1f} | "
             f"{s['known']['p50_ms']:.2f} | {s['known']['p99_ms']:.2f} | "
-            f"{fmt(fresh.get('p50_ms'), 2)} | {fmt(s['batch']['queries_per_second'], 0)} | "
+            f"{fmt(fresh.get('p50_ms'), 2)} | {fmt(s['known'].get('cpu_p50_ms'), 2)} / "
+            f"{fmt(fresh.get('cpu_p50_ms'), 2)} | {fmt(s['batch']['queries_per_second'], 0)} | "
             f"{s['memory_bytes'] / 2**20:.2f} |")
     scaling = results.get("scaling", {}).get("families", {})
     if scaling:
