@@ -17,8 +17,9 @@ Two paths per model, each timed end to end for one query (embedding + top-k):
 Top-k runs against the item embeddings laid out once per model
 (:func:`~recompare.models.topk.prepare_items`), as a server keeps its index in
 memory; with ``ann=True`` each path is also served from an approximate IVF index
-(the optional faiss extra).  Models are measured in interleaved rounds (the order
-rotates every round) so that a burst of load hits every model alike; each round
+(the optional faiss extra).  Models are measured in interleaved rounds, and inside a
+round in short blocks of queries whose order rotates, so that a burst of load hits
+every model alike; each round
 gives a p50 and a p99, and the spread of those across rounds is the noise that a
 verdict must exceed (:func:`latency_verdict`).
 
@@ -165,19 +166,14 @@ def measure_latency(
           _model_threads(models, threads)):
         servers = {name: _Server(model, dataset, k, name in with_ann, tuning, seed, threads)
                    for name, model in models.items()}
-        timings: dict[tuple[str, str, str], list[np.ndarray]] = {}
-        names = list(models)
+        calls = {(name, path, index): call for name, server in servers.items()
+                 for path in PATHS for index in server.indexes
+                 if (call := server.call(path, index)) is not None}
+        timings: dict[tuple[str, str, str], list[np.ndarray]] = {key: [] for key in calls}
         for round_number in range(rounds):
-            shift = round_number % len(names) if names else 0
-            for name in names[shift:] + names[:shift]:
-                server = servers[name]
-                for path in PATHS:
-                    for index in server.indexes:
-                        call = server.call(path, index)
-                        if call is None:
-                            continue
-                        timings.setdefault((name, path, index), []).append(
-                            _time_queries(call, users, cpu=threads == 1))
+            per_key = _time_round(calls, round_number, users, threads == 1)
+            for key, times in per_key.items():
+                timings[key].append(times)
     for name, server in servers.items():
         results[name].unsupported = dict(server.unsupported)
         results[name].ann = server.ann_info
@@ -314,13 +310,41 @@ def _pick_users(train, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return np.sort(order[:n]), np.sort(tuning[:1000])
 
 
+#: queries timed back to back for one model and path before the next one's turn
+BLOCK_QUERIES = 20
+
+
+def _time_round(calls: Mapping[tuple[str, str, str], Callable[[int], Any]], round_number: int,
+                users: np.ndarray, cpu: bool, block: int = BLOCK_QUERIES
+                ) -> dict[tuple[str, str, str], np.ndarray]:
+    """One round: every (model, path, index) times every user, in short interleaved blocks.
+
+    The users are cut into blocks of ``block``; each block is timed for every key in
+    turn, the order rotating from block to block, so that a burst of load from other
+    processes lands on every model alike instead of on whichever model was being timed
+    then.  Each block starts with one untimed call (caches warm, as on a server that
+    answers a stream of queries).  Returns per key an array as :func:`_time_queries`.
+    """
+    keys = list(calls)
+    parts: dict[tuple[str, str, str], list[np.ndarray]] = {key: [] for key in keys}
+    starts = range(0, len(users), block)
+    for b, start in enumerate(starts):
+        shift = (round_number * len(starts) + b) % len(keys) if keys else 0
+        for key in keys[shift:] + keys[:shift]:
+            parts[key].append(_time_queries(calls[key], users[start: start + block],
+                                            warmup=1, cpu=cpu, collect=b == 0))
+    return {key: np.concatenate(chunks, axis=1) for key, chunks in parts.items()}
+
+
 def _time_queries(call: Callable[[int], Any], users: np.ndarray, warmup: int = 5,
-                  cpu: bool = True) -> np.ndarray:
+                  cpu: bool = True, collect: bool = True) -> np.ndarray:
     """Milliseconds of each call, one user at a time, after a few untimed calls: row 0
-    wall clock, row 1 the calling thread's CPU time (NaN when ``cpu`` is False)."""
+    wall clock, row 1 the calling thread's CPU time (NaN when ``cpu`` is False).
+    ``collect`` runs the garbage collector before timing."""
     for user in users[:warmup]:
         call(int(user))
-    gc.collect()
+    if collect:
+        gc.collect()
     times = np.full((2, len(users)), np.nan)
     wall, thread = time.perf_counter_ns, time.thread_time_ns
     for i, user in enumerate(users):
