@@ -316,3 +316,28 @@ def test_train_dnn_processes_must_agree_with_torchrun(tiny_split, tmp_path, monk
     assert result.exit_code != 0
     assert "--processes 3 under torchrun, whose WORLD_SIZE is 2" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+def test_bench_scale_times_dnn_epochs_without_spark(monkeypatch):
+    """``bench scale`` without pyspark/Java: the Spark part gives its one-line reason, the
+    DNN part still measures 1 and 2 processes, which train to the same losses."""
+    from recompare.bench import scale
+    from recompare.models import wals_spark
+
+    def no_spark() -> None:
+        raise RecompareError("--engine spark needs pyspark: pip install 'recompare[spark]'")
+
+    monkeypatch.setattr(wals_spark, "require_spark", no_spark)
+    result = scale.run("tiny")
+    assert "needs pyspark" in result["wals"]["skipped"]
+    names = {fig["name"]: fig["value"] for fig in result["figures"]}
+    assert names["Spark ALS vs local WALS"].startswith("not run: --engine spark needs pyspark")
+    runs = result["dnn"]["runs"]
+    assert [runs[n]["processes"] for n in runs] == [1, 2, 1]
+    for run in runs.values():
+        assert len(run["epoch_seconds"]) == scale.DNN_SIZES["tiny"][-1]
+        assert run["seconds_per_epoch"] == np.median(run["epoch_seconds"][1:])
+    one, two = runs["1 process"], runs["2 processes"]
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    assert names["DNN seconds per epoch, 2 processes / 1 process (same cores)"] == \
+        two["seconds_per_epoch"] / one["seconds_per_epoch"]
