@@ -385,3 +385,13 @@ def test_log_input_errors_before_spark_starts(out_dir, args, message, monkeypatc
                                       "observed", *args])
     assert result.exit_code != 0 and message in result.output, result.output
     assert "Traceback" not in result.output and not out_dir.exists()
+
+
+def test_a_log_url_goes_to_spark_and_its_failure_is_one_line(session, tmp_path):
+    from recompare.data.spark_log import parquet_files, read_log
+
+    assert parquet_files("hdfs:///logs/events/") == "hdfs:///logs/events/"
+    url = f"file://{tmp_path}/absent.parquet"
+    with pytest.raises(RecompareError, match="Spark cannot read the log file://") as caught:
+        read_log(session, url)
+    assert "\n" not in str(caught.value)

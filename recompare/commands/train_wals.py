@@ -235,7 +235,7 @@ def _fit_on_spark(model, dataset: str | None, log: str | None, log_cols: dict[st
 
 def _save_with_dataset(model, data, output: str, overwrite: bool) -> None:
     """The model directory plus, in ``dataset/``, the data set built from the log (its id
-    maps serve ``recommend``, ``export`` and ``evaluate``), written atomically together."""
+    maps serve ``recommend`` and ``export``), written atomically together."""
     from .._atomic import atomic_dir
 
     with atomic_dir(output, overwrite=overwrite) as tmp:

@@ -26,6 +26,7 @@ Time stamps order duplicates only; the data set built here carries none.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +45,25 @@ _INTEGER_TYPES = ("byte", "short", "integer", "long")
 _NUMERIC_TYPES = _INTEGER_TYPES + ("float", "double", "decimal")
 
 
-def parquet_files(path: str | Path) -> Path:
-    """``path`` if it is a Parquet file or a directory holding some, else a one-line error."""
+def parquet_files(path: str | Path) -> str:
+    """``path`` if it is a Parquet file or a directory of them, else a one-line error.
+
+    A URL (``hdfs://``, ``s3a://``, ``file://`` ...) is passed to Spark unchecked.
+    """
+    if re.match(r"[A-Za-z][\w+.-]*://", str(path)):
+        return str(path)
     path = Path(path)
     if path.is_file():
         if not is_parquet(path):
             raise RecompareError(f"--log {path} is not a Parquet file (convert it, or run "
                                  "`recompare data prepare` and pass the data set)")
-        return path
+        return str(path)
     if path.is_dir():
         files = [f for f in sorted(path.rglob("*")) if f.is_file()
                  and not f.name.startswith((".", "_"))]
         if not files or not all(is_parquet(f) for f in files):
             raise RecompareError(f"--log {path} is not a directory of Parquet files")
-        return path
+        return str(path)
     raise RecompareError(f"--log {path}: no such file or directory")
 
 
@@ -84,16 +90,19 @@ def read_log(session, path: str | Path, *, user_col: str | None = None,
     """
     from ..models.wals_spark import _spark_errors as spark_errors
 
-    path = parquet_files(path)
+    location = parquet_files(path)
+    label = Path(location)  # names the file or folder in messages (a URL keeps its own text)
     try:
-        frame = session.read.parquet(str(path))
-        events, columns, policy = _checked_events(frame, path, user_col, item_col, value_col,
-                                                  time_col, duplicates)
+        frame = session.read.parquet(location)
+        events, columns, policy = _checked_events(frame, label, user_col, item_col,
+                                                  value_col, time_col, duplicates)
         merged = _merged(events, policy, min_rating, columns["time"] is not None)
-        return _indexed(session, merged, path, columns, policy, min_rating)
+        dataset = _indexed(session, merged, label, columns, policy, min_rating)
     except spark_errors() as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RecompareError(f"Spark cannot read the log {path}: {first}") from None
+        raise RecompareError(f"Spark cannot read the log {location}: {first}") from None
+    dataset.meta["source"] = location
+    return dataset
 
 
 def _checked_events(frame, path: Path, user_col, item_col, value_col, time_col,
