@@ -300,6 +300,18 @@ def test_spark_reads_a_parquet_log_as_data_prepare_does(session, planted_log, tm
     assert read_log(session, folder).fingerprint == prepared.fingerprint
 
 
+@pytest.mark.parametrize("options", [{"duplicates": "max"}, {"duplicates": "sum"},
+                                     {"min_rating": 2.0}])
+def test_spark_log_policies_match_data_prepare(session, planted_log, options):
+    from recompare.data.loaders import prepare
+    from recompare.data.spark_log import read_log
+
+    prepared = prepare(planted_log, **options)
+    read = read_log(session, planted_log, **options)
+    assert read.fingerprint == prepared.fingerprint
+    assert (read.interactions != prepared.interactions).nnz == 0
+
+
 def test_train_wals_on_a_parquet_log_writes_the_prepared_model(session, planted_log,
                                                                tmp_path, monkeypatch):
     """``--log`` gives the model ``data prepare`` + ``--engine spark`` gives, and a data set
@@ -315,7 +327,7 @@ def test_train_wals_on_a_parquet_log_writes_the_prepared_model(session, planted_
     monkeypatch.setattr(wals_spark, "spark_session", shared)
     out = tmp_path / "model"
     args = ["train-wals", "-o", str(out), "--engine", "spark", "--log", str(planted_log),
-            "--log-col", "value=rating", "--json"]
+            "--log-col", "value=rating", "--duplicates", "last", "--json"]
     for key, value in LOG_MAPPED.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     result = CliRunner().invoke(cli, args)
@@ -375,6 +387,7 @@ def test_bad_parquet_logs_are_one_line_errors_and_write_nothing(session, tmp_pat
     (["data/planted", "--engine", "spark", "--log", "x.parquet"], "not both"),
     (["--engine", "spark"], "give either DATASET or --log"),
     (["--engine", "spark", "--log", "x.parquet", "--log-col", "who=x"], "ROLE=NAME"),
+    (["data/planted", "--engine", "spark", "--min-rating", "4"], "apply to --log only"),
 ])
 def test_log_input_errors_before_spark_starts(out_dir, args, message, monkeypatch):
     def no_session(*args, **kwargs):

@@ -93,6 +93,17 @@ def _log_options(func):
     return func
 
 
+def _log_policy_options(func):
+    """``--duplicates``, ``--min-rating`` (with ``--log``, as ``data prepare`` reads them)."""
+    func = click.option("--min-rating", type=float, default=None,
+                        help="With --log: implicit feedback, keep values >= this, as 1.")(func)
+    func = click.option("--duplicates", type=click.Choice(("auto", "sum", "max", "last")),
+                        default="auto", show_default=True,
+                        help="With --log: repeated (user, item) rows; auto = sum without a "
+                             "value column (counts), else last.")(func)
+    return func
+
+
 def _engine_options(func):
     """``--engine``, ``--spark-master``, ``--spark-conf``."""
     func = click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
@@ -180,8 +191,9 @@ _LOG_ROLES = ("user", "item", "value", "time")
 
 
 def _check_input(dataset: str | None, log: str | None, log_cols: tuple[str, ...],
-                 engine: str) -> None:
-    """Exactly one of DATASET and ``--log``; ``--log`` only on Spark."""
+                 engine: str, log_policies: bool) -> None:
+    """Exactly one of DATASET and ``--log``; ``--log`` only on Spark; ``--log-col``,
+    ``--duplicates`` and ``--min-rating`` (``log_policies``) only with ``--log``."""
     if log is not None and engine != "spark":
         raise RecompareError("--log is read by Spark: add --engine spark (or run `recompare "
                              "data prepare` and pass the data set)")
@@ -191,6 +203,9 @@ def _check_input(dataset: str | None, log: str | None, log_cols: tuple[str, ...]
                              "give DATASET or --log, not both")
     if log_cols and log is None:
         raise RecompareError("--log-col applies to --log only")
+    if log_policies and log is None:
+        raise RecompareError("--duplicates and --min-rating apply to --log only (a prepared "
+                             "data set has them applied already)")
 
 
 def _parse_log_cols(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -205,7 +220,7 @@ def _parse_log_cols(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _fit_on_spark(model, dataset: str | None, log: str | None, log_cols: dict[str, str],
+def _fit_on_spark(model, dataset: str | None, log: str | None, log_options: dict,
                   master: str, spark_conf: tuple[str, ...]):
     """Fit ``model`` with Spark's ALS on a prepared data set or a Parquet log that Spark
     reads; returns the data set and the memory figures."""
@@ -226,7 +241,7 @@ def _fit_on_spark(model, dataset: str | None, log: str | None, log_cols: dict[st
         if data is None:
             from ..data.spark_log import read_log
 
-            data = read_log(session, log, **log_cols)
+            data = read_log(session, log, **log_options)
             model.check(data)
         with _progress(stderr_console(), model.iterations) as callback, _memory() as memory:
             wals_spark.fit_spark(model, data, session=session, callback=callback)
@@ -255,6 +270,7 @@ def _save_with_dataset(model, data, output: str, overwrite: bool) -> None:
 @_solver_options
 @_engine_options
 @_log_options
+@_log_policy_options
 @_device_option
 @seed_option
 @json_option
@@ -262,7 +278,8 @@ def train_wals(dataset: str | None, output: str, dim: int, unobserved_weight: fl
                iterations: int, regularization: float, reg_scaling: str, weighting: str,
                alpha: float, solver: str, cg_steps: int, threads: int, engine: str,
                spark_master: str, spark_conf: tuple[str, ...], log: str | None,
-               log_cols: tuple[str, ...], device: str, random_state: int,
+               log_cols: tuple[str, ...], duplicates: str, min_rating: float | None,
+               device: str, random_state: int,
                overwrite: bool, as_json: bool) -> None:
     """Fit weighted ALS matrix factorization on DATASET and save it to MODEL (-o).
 
@@ -286,7 +303,7 @@ def train_wals(dataset: str | None, output: str, dim: int, unobserved_weight: fl
     if Path(output).exists() and not overwrite:
         raise RecompareError(f"output path {output} already exists; choose another or pass "
                              "--overwrite")
-    _check_input(dataset, log, log_cols, engine)
+    _check_input(dataset, log, log_cols, engine, duplicates != "auto" or min_rating is not None)
     _check_device(device)
 
     import torch  # noqa: F401  (imported before measuring, so its import is not counted)
@@ -298,8 +315,10 @@ def train_wals(dataset: str | None, output: str, dim: int, unobserved_weight: fl
                  alpha=alpha, iterations=iterations, solver=solver, cg_steps=cg_steps,
                  random_state=random_state, threads=threads)
     if engine == "spark":
-        data, memory = _fit_on_spark(model, dataset, log, _parse_log_cols(log_cols),
-                                     spark_master, spark_conf)
+        log_options = {**_parse_log_cols(log_cols), "duplicates": duplicates,
+                       "min_rating": min_rating}
+        data, memory = _fit_on_spark(model, dataset, log, log_options, spark_master,
+                                     spark_conf)
     else:
         from ..data.dataset import Dataset
 

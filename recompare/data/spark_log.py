@@ -90,6 +90,9 @@ def read_log(session, path: str | Path, *, user_col: str | None = None,
     """
     from ..models.wals_spark import _spark_errors as spark_errors
 
+    resolve_duplicates(duplicates, True)  # an unknown policy fails before Spark reads
+    if min_rating is not None and not np.isfinite(min_rating):
+        raise RecompareError(f"--min-rating must be a number, got {min_rating}")
     location = parquet_files(path)
     label = Path(location)  # names the file or folder in messages (a URL keeps its own text)
     try:
