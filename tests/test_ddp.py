@@ -257,3 +257,87 @@ def test_train_dnn_device_cuda_without_a_gpu_is_one_line_error(tiny_split, tmp_p
     assert result.exit_code != 0
     assert "no CUDA GPU" in result.output
     assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------ train-dnn under torchrun
+def _torchrun(*args: str, nproc: int = 2):
+    """``torchrun --standalone --nproc-per-node N -m recompare ARGS`` with this tree first on
+    the path (torch.distributed.run is torchrun's module)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", str(nproc), "-m", "recompare", *args]
+    return subprocess.run(command, check=False, env=env, cwd=root, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_train_dnn_under_torchrun_matches_one_process_and_resumes(tiny_split, tmp_path):
+    """torchrun with 2 CPU processes resumes a one-process checkpoint for a second epoch
+    (one launch keeps the test short): same items as two epochs in one process, the
+    checkpoint rewritten by rank 0 and one summary on stdout."""
+    import json
+
+    tiny_split.save(tmp_path / "ds")
+    ds, ckpt = tmp_path / "ds", tmp_path / "ckpt"
+    batch = ["--batch-size", _batch_with_a_lonely_last_user(tiny_split)]
+    first = _train_dnn(ds, tmp_path / "first", "--epochs", "1", *batch, "--checkpoint-dir",
+                       str(ckpt))
+    assert first.exit_code == 0, first.output
+    one = _train_dnn(ds, tmp_path / "one", "--epochs", "2", *batch)
+    assert one.exit_code == 0, one.output
+    run = _torchrun("train-dnn", str(ds), "-o", str(tmp_path / "two"), "--dim", "16",
+                    "--hidden", "24,16", "--dropout", "0.3", "--validation-fraction", "0",
+                    "--threads", "1", "--epochs", "2", *batch, "--resume", str(ckpt),
+                    "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)  # rank 0's summary alone: rank 1 printed nothing
+    assert summary["epochs_run"] == 2 and summary["model"] == str(tmp_path / "two")
+    np.testing.assert_allclose(_items(tmp_path / "two"), _items(tmp_path / "one"),
+                               rtol=1e-5, atol=1e-5)
+    assert json.loads((ckpt / "checkpoint.json").read_text())["state"]["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "ds", "first", "one", "two"]
+
+
+def test_train_dnn_processes_must_agree_with_torchrun(tiny_split, tmp_path, monkeypatch):
+    """An explicit --processes that is not torchrun's WORLD_SIZE is a one-line error,
+    before any process group is joined."""
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"),
+                        ("MASTER_PORT", str(ddp.free_port()))):
+        monkeypatch.setenv(name, value)
+    tiny_split.save(tmp_path / "ds")
+    result = _train_dnn(tmp_path / "ds", tmp_path / "m", "--epochs", "1", "--processes", "3")
+    assert result.exit_code != 0
+    assert "--processes 3 under torchrun, whose WORLD_SIZE is 2" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
+
+
+def test_bench_scale_times_dnn_epochs_without_spark(monkeypatch):
+    """``bench scale`` without pyspark/Java: the Spark part gives its one-line reason, the
+    DNN part still measures 1 and 2 processes, which train to the same losses."""
+    from recompare.bench import scale
+    from recompare.models import wals_spark
+
+    def no_spark() -> None:
+        raise RecompareError("--engine spark needs pyspark: pip install 'recompare[spark]'")
+
+    monkeypatch.setattr(wals_spark, "require_spark", no_spark)
+    result = scale.run("tiny")
+    assert "needs pyspark" in result["wals"]["skipped"]
+    names = {fig["name"]: fig["value"] for fig in result["figures"]}
+    assert names["Spark ALS vs local WALS"].startswith("not run: --engine spark needs pyspark")
+    runs = result["dnn"]["runs"]
+    assert [runs[n]["processes"] for n in runs] == [1, 2, 1]
+    for run in runs.values():
+        assert len(run["epoch_seconds"]) == scale.DNN_SIZES["tiny"][-1]
+        assert run["seconds_per_epoch"] == np.median(run["epoch_seconds"][1:])
+    one, two = runs["1 process"], runs["2 processes"]
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    assert names["DNN seconds per epoch, 2 processes / 1 process (same cores)"] == \
+        two["seconds_per_epoch"] / one["seconds_per_epoch"]

@@ -244,3 +244,167 @@ def test_spark_model_round_trips_and_cli_writes_the_same_model(
     assert loaded.fit_info_["engine"] == "spark"
     evaluated = CliRunner().invoke(cli, ["evaluate", str(data_dir), str(out), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
+
+
+# ------------------------------------------------------------ a Parquet log read by Spark
+LOG_MAPPED = {**MAPPED, "iterations": 2}
+
+
+@pytest.fixture(scope="module")
+def planted_log(tmp_path_factory, bundled_path):
+    """The bundled planted interactions as a raw Parquet log, with what ``data prepare``'s
+    rules must resolve: repeated pairs (the latest event wins), a zero-valued event whose
+    user has nothing else (user and event dropped), integer-looking text ids."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recompare.data.dataset import Dataset
+
+    data = Dataset.load(bundled_path)
+    coo = data.interactions.tocoo()
+    times = data.timestamps.tocsr()[coo.row, coo.col].A1 if data.timestamps is not None \
+        else np.arange(coo.nnz)
+    users = np.asarray(data.users.ids, dtype=object)[coo.row]
+    items = np.asarray(data.items.ids, dtype=object)[coo.col]
+    values = coo.data.astype(np.float64)
+    later, earlier = slice(0, 60), slice(60, 90)  # repeats after / before the original
+    log = {
+        "user_id": np.concatenate([users, users[later], users[earlier], ["zz9"]]),
+        "item_id": np.concatenate([items, items[later], items[earlier], [items[0]]]),
+        "rating": np.concatenate([values, np.full(60, 3.0), np.full(30, 5.0), [0.0]]),
+        "timestamp": np.concatenate([times, times[later] + 10, times[earlier] - 10, [0]]),
+    }
+    path = tmp_path_factory.mktemp("log") / "events.parquet"
+    pq.write_table(pa.table(log), path, row_group_size=40_000)
+    return path
+
+
+def test_spark_reads_a_parquet_log_as_data_prepare_does(session, planted_log, tmp_path):
+    from recompare.data.loaders import prepare
+    from recompare.data.spark_log import read_log
+
+    prepared = prepare(planted_log)
+    read = read_log(session, planted_log)
+    assert read.fingerprint == prepared.fingerprint  # same ids, same matrix
+    assert list(read.users.ids) == list(prepared.users.ids) and "zz9" not in read.users.ids
+    assert (read.interactions != prepared.interactions).nnz == 0
+    assert (prepared.interactions.data == 3.0).sum() == 60  # the later repeats won
+    # a directory of Parquet files (files in name order) gives the same data set
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(planted_log)
+    folder = tmp_path / "events"
+    folder.mkdir()
+    pq.write_table(table.slice(0, 50_000), folder / "part-0.parquet")
+    pq.write_table(table.slice(50_000), folder / "part-1.parquet")
+    assert read_log(session, folder).fingerprint == prepared.fingerprint
+
+
+@pytest.mark.parametrize("options", [{"duplicates": "max"}, {"duplicates": "sum"},
+                                     {"min_rating": 2.0}])
+def test_spark_log_policies_match_data_prepare(session, planted_log, options):
+    from recompare.data.loaders import prepare
+    from recompare.data.spark_log import read_log
+
+    prepared = prepare(planted_log, **options)
+    read = read_log(session, planted_log, **options)
+    assert read.fingerprint == prepared.fingerprint
+    assert (read.interactions != prepared.interactions).nnz == 0
+
+
+def test_train_wals_on_a_parquet_log_writes_the_prepared_model(session, planted_log,
+                                                               tmp_path, monkeypatch):
+    """``--log`` gives the model ``data prepare`` + ``--engine spark`` gives, and a data set
+    in MODEL/dataset with which ``recommend`` and ``export`` serve it."""
+    from recompare.data.loaders import prepare
+
+    expected = fit_spark(WALS(**LOG_MAPPED), prepare(planted_log), session=session)
+
+    @contextlib.contextmanager
+    def shared(master, conf):
+        yield session
+
+    monkeypatch.setattr(wals_spark, "spark_session", shared)
+    out = tmp_path / "model"
+    args = ["train-wals", "-o", str(out), "--engine", "spark", "--log", str(planted_log),
+            "--log-col", "value=rating", "--duplicates", "last", "--json"]
+    for key, value in LOG_MAPPED.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    loaded = WALS.load(out)
+    assert loaded.fingerprint_ == expected.fingerprint_
+    np.testing.assert_allclose(loaded.user_factors_, expected.user_factors_, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(loaded.item_factors_, expected.item_factors_, rtol=1e-5,
+                               atol=1e-6)
+    served = CliRunner().invoke(cli, ["recommend", str(out), str(out / "dataset"), "--user",
+                                      "u1", "--json"])
+    assert served.exit_code == 0, served.output
+    exported = CliRunner().invoke(cli, ["export", str(out), str(tmp_path / "e.npz"),
+                                        "--dataset", str(out / "dataset")])
+    assert exported.exit_code == 0, exported.output
+
+
+def _bad_logs(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    no_item = tmp_path / "no-item.parquet"
+    pq.write_table(pa.table({"user": ["a", "b"], "stuff": ["x", "y"]}), no_item)
+    negative = tmp_path / "negative.parquet"
+    pq.write_table(pa.table({"user": ["a", "b"], "item": ["x", "y"], "value": [1.0, -2.0]}),
+                   negative)
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(pa.table({"user": ["a", None], "item": ["x", "y"]}), missing)
+    return {"no-item": no_item, "negative": negative, "missing": missing}
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no-item", "cannot tell which column of no-item.parquet holds item ids"),
+    ("negative", "negative value -2"),
+    ("missing", "column 'user' has 1 missing user ids"),
+])
+def test_bad_parquet_logs_are_one_line_errors_and_write_nothing(session, tmp_path,
+                                                                monkeypatch, name, message):
+    @contextlib.contextmanager
+    def shared(master, conf):
+        yield session
+
+    monkeypatch.setattr(wals_spark, "spark_session", shared)
+    out = tmp_path / "model"
+    result = CliRunner().invoke(cli, ["train-wals", "-o", str(out), "--engine", "spark",
+                                      "--reg-scaling", "observed", "--log",
+                                      str(_bad_logs(tmp_path)[name])])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "spark", "--log", "data/planted/meta.json"], "is not a Parquet file"),
+    (["--engine", "spark", "--log", "data/planted"], "not a directory of Parquet files"),
+    (["--log", "x.parquet"], "add --engine spark"),
+    (["data/planted", "--engine", "spark", "--log", "x.parquet"], "not both"),
+    (["--engine", "spark"], "give either DATASET or --log"),
+    (["--engine", "spark", "--log", "x.parquet", "--log-col", "who=x"], "ROLE=NAME"),
+    (["data/planted", "--engine", "spark", "--min-rating", "4"], "apply to --log only"),
+])
+def test_log_input_errors_before_spark_starts(out_dir, args, message, monkeypatch):
+    def no_session(*args, **kwargs):
+        raise AssertionError("Spark must not start")
+
+    monkeypatch.setattr(wals_spark, "spark_session", no_session)
+    result = CliRunner().invoke(cli, ["train-wals", "-o", str(out_dir), "--reg-scaling",
+                                      "observed", *args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and not out_dir.exists()
+
+
+def test_a_log_url_goes_to_spark_and_its_failure_is_one_line(session, tmp_path):
+    from recompare.data.spark_log import parquet_files, read_log
+
+    assert parquet_files("hdfs:///logs/events/") == "hdfs:///logs/events/"
+    url = f"file://{tmp_path}/absent.parquet"
+    with pytest.raises(RecompareError, match="Spark cannot read the log file://") as caught:
+        read_log(session, url)
+    assert "\n" not in str(caught.value)

@@ -17,15 +17,25 @@ Spark on ``local[2]``.  Reported, as ratios in one run:
 * the per-entry cost of a Spark iteration (seconds per iteration / nnz), the figure
   ``docs/scale.md`` extrapolates to a 10^9-entry log.
 
-The DNN's 1-vs-2-process epoch time is not measured here yet: ``train-dnn`` does not
-take ``--processes`` (see ``docs/scale.md``).
+and the softmax DNN's epoch time in 1 and in 2 data-parallel CPU processes
+(:func:`recompare.models.ddp.launch`, gloo), the machine's cores split evenly
+between the processes.  Only epochs are timed, never the processes' start-up:
+each process records its epochs' wall time, and the figure is the median over the
+epochs after the first (which pays torch's warm-up).  The DNN part needs neither
+pyspark nor Java; without them the Spark part is left out with its one-line reason.
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+from ..errors import RecompareError
 
 SIZES = {
     # users, items, interactions per user, dim, iterations, extra iterations
@@ -34,6 +44,13 @@ SIZES = {
     "full": (20000, 8000, 60, 64, 10, 5),
 }
 MASTER = "local[2]"
+DNN_SIZES = {
+    # users, items, interactions per user, dim, hidden, epochs (the first is warm-up)
+    "tiny": (600, 300, 30, 16, (32,), 2),
+    "small": (6000, 3000, 40, 64, (256,), 3),
+    "full": (20000, 8000, 60, 64, (512, 256), 3),
+}
+DNN_BATCH = 256  # global batch (users): big enough for the work, not the exchange, to lead
 
 
 def _data(scale: str):
@@ -55,11 +72,31 @@ def _recall20(model, dataset) -> float:
 
 
 def run(scale: str = "small", callback: Callable[[dict], None] | None = None) -> dict:
-    """Spark vs local WALS on one planted matrix; the result dict of ``bench scale``."""
-    from ..models.wals import WALS
-    from ..models.wals_spark import fit_spark, local_equivalent, relative_gap, spark_session
-
+    """Spark vs local WALS on one planted matrix, and the DNN's epoch time in 1 vs 2
+    processes; the result dict of ``bench scale``."""
     emit = callback or (lambda event: None)
+    try:
+        wals = run_spark(scale, emit)
+    except RecompareError as exc:  # no pyspark or Java, or Spark would not start
+        wals = {"skipped": str(exc),
+                "figures": [{"name": "Spark ALS vs local WALS", "value": f"not run: {exc}"}]}
+    dnn = run_dnn(scale, emit)
+    figures = list(wals.pop("figures", [])) + dnn.pop("figures")
+    return {"wals": wals, "dnn": dnn, "figures": figures}
+
+
+def run_spark(scale: str, emit: Callable[[dict], None]) -> dict:
+    """Spark ALS vs the local WALS on the same objective (``local[2]``)."""
+    from ..models.wals import WALS
+    from ..models.wals_spark import (
+        fit_spark,
+        local_equivalent,
+        relative_gap,
+        require_spark,
+        spark_session,
+    )
+
+    require_spark()
     _, _, _, dim, iterations, extra = SIZES[scale]
     dataset = _data(scale)
     params = {"dim": dim, "unobserved_weight": 0.1, "regularization": 0.05,
@@ -108,3 +145,68 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None) ->
             {"name": "Spark seconds per entry-iteration", "value": spark_s / nnz, "unit": "s"},
         ],
     }
+
+
+# ------------------------------------------------------------------ the DNN
+def run_dnn(scale: str, emit: Callable[[dict], None]) -> dict:
+    """The softmax DNN's seconds per epoch in 1 and in 2 gloo processes, same global batch."""
+    from ..data.splits import split
+    from ..data.synth import planted
+    from ..models import ddp
+
+    n_users, n_items, per_user, dim, hidden, epochs = DNN_SIZES[scale]
+    dataset = split(planted(n_users=n_users, n_items=n_items, n_groups=4,
+                            interactions_per_user=per_user, seed=0), kind="random", seed=0)
+    cores = os.cpu_count() or 1
+    half = max(1, cores // 2)
+    params = {"dim": dim, "hidden": hidden, "epochs": epochs, "batch_size": DNN_BATCH,
+              "validation_fraction": 0.0, "random_state": 0}
+    # (processes, threads each): all cores in one process, the same cores split over two,
+    # and one process on one half (what each of the two has: the scaling efficiency)
+    layouts = {"1 process": (1, cores), "2 processes": (2, half),
+               "1 process, half the cores": (1, half)}
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="recompare-bench-scale-") as tmp:
+        dataset.save(Path(tmp) / "data")
+        for name, (processes, threads) in layouts.items():
+            emit({"message": f"DNN, {name} ({threads} threads each), {epochs} epochs"})
+            out = Path(tmp) / f"epochs-{processes}-{threads}.json"
+            ddp.launch(processes, _dnn_process, str(Path(tmp) / "data"),
+                       {**params, "threads": threads}, str(out))
+            runs[name] = {"processes": processes, "threads_per_process": threads,
+                          **json.loads(out.read_text())}
+    one, two, one_half = (runs[name]["seconds_per_epoch"] for name in layouts)
+    first_loss = runs["1 process"]["losses"][0]
+    loss_gap = abs(runs["2 processes"]["losses"][0] - first_loss) / abs(first_loss)
+    return {
+        "data": {"users": dataset.n_users, "items": dataset.n_items,
+                 "train_nnz": int(dataset.train.nnz), "dim": dim, "hidden": list(hidden),
+                 "global_batch": DNN_BATCH, "epochs": epochs, "cores": cores},
+        "runs": runs,
+        "figures": [
+            {"name": "DNN seconds per epoch, 2 processes / 1 process (same cores)",
+             "value": two / one, "unit": "x"},
+            {"name": "DNN seconds per epoch, 1 process", "value": one, "unit": "s"},
+            {"name": "DNN seconds per epoch, 2 processes", "value": two, "unit": "s"},
+            {"name": "DNN speed-up of 2 processes over 1 with as many threads each",
+             "value": one_half / two, "unit": "x"},
+            {"name": "DNN first-epoch loss gap, 2 vs 1 processes", "value": loss_gap},
+        ],
+    }
+
+
+def _dnn_process(ctx, data_dir: str, params: dict, out: str) -> None:
+    """One process of :func:`run_dnn`: fit on this process's shard of every batch; the
+    main process writes its epochs' wall seconds and losses to ``out`` (JSON)."""
+    from ..data.dataset import Dataset
+    from ..models import ddp
+    from ..models.softmax import SoftmaxDNN
+
+    model = SoftmaxDNN(**params).fit(Dataset.load(data_dir), ctx=ctx)
+    if ddp.is_main(ctx):
+        history = model.fit_info_["history"]
+        seconds = [record["seconds"] for record in history]
+        timed = seconds[1:] or seconds  # the first epoch pays the warm-up
+        Path(out).write_text(json.dumps({
+            "epoch_seconds": seconds, "seconds_per_epoch": float(np.median(timed)),
+            "losses": [record["loss"] for record in history]}))

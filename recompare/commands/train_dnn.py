@@ -146,7 +146,8 @@ def _parallel_options(func):
     func = click.option("--processes", type=int, default=1, show_default=True,
                         help="Data-parallel CPU processes (torch.distributed, gloo); each "
                              "trains on its share of every batch, with the same result as "
-                             "one process.")(func)
+                             "one process.  Under torchrun its WORLD_SIZE is used "
+                             "instead.")(func)
     return func
 
 
@@ -215,11 +216,16 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
       recompare train-dnn data/planted -o models/dnn --checkpoint-dir ckpt/   # then:
       recompare train-dnn data/planted -o models/dnn --resume ckpt/ --overwrite
       recompare train-dnn data/planted -o models/dnn-2 --processes 2
+      torchrun --nproc-per-node 2 -m recompare train-dnn data/planted -o models/dnn-2
     """
     from ..models import ddp
 
     processes = ddp.check_processes(processes)
-    _check_device(ddp.resolve_device(device), device)
+    device_type = ddp.resolve_device(device)
+    _check_device(device_type, device)
+    torchrun = ddp.from_environment()  # None unless torchrun started this process
+    if torchrun is not None:
+        processes = _torchrun_processes(click.get_current_context(), processes, torchrun)
     if Path(output).exists() and not overwrite:
         raise RecompareError(f"output path {output} already exists; choose another or pass "
                              "--overwrite")
@@ -244,10 +250,15 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     model.check(data)  # bad input fails here, before the progress bar appears
     if checkpoint_dir is None and resume is not None:
         checkpoint_dir = resume
-    if processes > 1:
-        if loss == "sampled" and negatives == "in-batch":
-            raise RecompareError("--negatives in-batch draws from each process's own batch: "
-                                 "use another --negatives with --processes > 1")
+    if processes > 1 and loss == "sampled" and negatives == "in-batch":
+        raise RecompareError("--negatives in-batch draws from each process's own batch: "
+                             "use another --negatives with --processes > 1 or torchrun")
+    if torchrun is not None:
+        model = _fit_in_torchrun_group(torchrun, device_type, model, data, checkpoint_dir,
+                                       resume, output, overwrite)
+        if not ddp.is_main(torchrun):
+            return  # rank 0 reports; the other ranks print nothing
+    elif processes > 1:
         ddp.launch(processes, train_process, dataset, model.get_params(), checkpoint_dir,
                    resume, output, overwrite)
         model = SoftmaxDNN.load(output)
@@ -285,6 +296,36 @@ def _check_device(resolved: str, asked: str) -> None:
     if resolved != "cpu" and asked == "cuda":
         raise RecompareError("--device cuda: train-dnn trains on CPU only so far; use "
                              "--device cpu (or --processes N for more CPU processes)")
+
+
+def _torchrun_processes(click_ctx: click.Context, processes: int, torchrun) -> int:
+    """Under torchrun the process count is its WORLD_SIZE; an explicit ``--processes``
+    must agree with it (this command does not spawn processes of its own there)."""
+    from click.core import ParameterSource
+
+    given = click_ctx.get_parameter_source("processes") == ParameterSource.COMMANDLINE
+    if given and processes != torchrun.world_size:
+        raise RecompareError(f"--processes {processes} under torchrun, whose WORLD_SIZE is "
+                             f"{torchrun.world_size}: drop --processes (torchrun starts the "
+                             "processes)")
+    return torchrun.world_size
+
+
+def _fit_in_torchrun_group(torchrun, device_type: str, model, data, checkpoint_dir: str | None,
+                           resume: str | None, output: str, overwrite: bool):
+    """Join torchrun's process group (gloo on CPU, nccl on GPU) and fit this rank's shard
+    of every batch; rank 0 shows the progress and writes the checkpoints and the model."""
+    from ..models import ddp
+
+    with ddp.process_group(torchrun.rank, torchrun.world_size, device_type) as ctx:
+        if not ddp.is_main(ctx):
+            model.fit(data, checkpoint_dir=checkpoint_dir, resume_from=resume, ctx=ctx)
+            return model
+        with _EpochProgress(stderr_console(), model.epochs) as progress:
+            model.fit(data, callback=progress.callback, checkpoint_dir=checkpoint_dir,
+                      resume_from=resume, ctx=ctx)
+        model.save(output, overwrite=overwrite)
+    return model
 
 
 def train_process(ctx, dataset: str, params: dict, checkpoint_dir: str | None,

@@ -79,6 +79,31 @@ def _solver_options(func):
     return func
 
 
+def _log_options(func):
+    """``--log``, ``--log-col``."""
+    func = click.option("--log-col", "log_cols", multiple=True, metavar="ROLE=NAME",
+                        help="With --log: the column of user, item, value or time (e.g. "
+                             "user=customer; repeatable); others are recognised by the names "
+                             "`data prepare` knows.")(func)
+    func = click.option("--log", "log", type=click.Path(), default=None,
+                        help="--engine spark only, instead of DATASET: a raw Parquet "
+                             "interaction log (file or directory) that Spark reads itself, "
+                             "under `data prepare`'s id, duplicate and value rules; the data "
+                             "set built is saved in MODEL/dataset.")(func)
+    return func
+
+
+def _log_policy_options(func):
+    """``--duplicates``, ``--min-rating`` (with ``--log``, as ``data prepare`` reads them)."""
+    func = click.option("--min-rating", type=float, default=None,
+                        help="With --log: implicit feedback, keep values >= this, as 1.")(func)
+    func = click.option("--duplicates", type=click.Choice(("auto", "sum", "max", "last")),
+                        default="auto", show_default=True,
+                        help="With --log: repeated (user, item) rows; auto = sum without a "
+                             "value column (counts), else last.")(func)
+    return func
+
+
 def _engine_options(func):
     """``--engine``, ``--spark-master``, ``--spark-conf``."""
     func = click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
@@ -162,21 +187,99 @@ def _memory() -> Iterator[dict]:
         result["peak_extra_bytes"] = max(0, peak - base)
 
 
+_LOG_ROLES = ("user", "item", "value", "time")
+
+
+def _check_input(dataset: str | None, log: str | None, log_cols: tuple[str, ...],
+                 engine: str, log_policies: bool) -> None:
+    """Exactly one of DATASET and ``--log``; ``--log`` only on Spark; ``--log-col``,
+    ``--duplicates`` and ``--min-rating`` (``log_policies``) only with ``--log``."""
+    if log is not None and engine != "spark":
+        raise RecompareError("--log is read by Spark: add --engine spark (or run `recompare "
+                             "data prepare` and pass the data set)")
+    if (dataset is None) == (log is None):
+        raise RecompareError("give either DATASET or --log PATH (a Parquet log, with "
+                             "--engine spark)" if dataset is None else
+                             "give DATASET or --log, not both")
+    if log_cols and log is None:
+        raise RecompareError("--log-col applies to --log only")
+    if log_policies and log is None:
+        raise RecompareError("--duplicates and --min-rating apply to --log only (a prepared "
+                             "data set has them applied already)")
+
+
+def _parse_log_cols(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("user=customer", ...)`` -> ``{"user_col": "customer", ...}``."""
+    out = {}
+    for pair in pairs:
+        role, sep, name = pair.partition("=")
+        if not sep or role.strip() not in _LOG_ROLES or not name.strip():
+            raise RecompareError(f"--log-col expects ROLE=NAME with ROLE one of "
+                                 f"{', '.join(_LOG_ROLES)}, got {pair!r}")
+        out[f"{role.strip()}_col"] = name.strip()
+    return out
+
+
+def _fit_on_spark(model, dataset: str | None, log: str | None, log_options: dict,
+                  master: str, spark_conf: tuple[str, ...]):
+    """Fit ``model`` with Spark's ALS on a prepared data set or a Parquet log that Spark
+    reads; returns the data set and the memory figures."""
+    from ..data.dataset import Dataset
+    from ..models import wals_spark
+
+    wals_spark.spark_mapping(model)  # an objective Spark cannot express fails first
+    conf = wals_spark.parse_conf(spark_conf)
+    data = None
+    if log is None:
+        data = Dataset.load(dataset)
+        model.check(data)
+    else:
+        from ..data.spark_log import parquet_files
+
+        parquet_files(log)  # not Parquet: fail before starting Spark
+    with wals_spark.spark_session(master, conf) as session:
+        if data is None:
+            from ..data.spark_log import read_log
+
+            data = read_log(session, log, **log_options)
+            model.check(data)
+        with _progress(stderr_console(), model.iterations) as callback, _memory() as memory:
+            wals_spark.fit_spark(model, data, session=session, callback=callback)
+    return data, memory
+
+
+def _save_with_dataset(model, data, output: str, overwrite: bool) -> None:
+    """The model directory plus, in ``dataset/``, the data set built from the log (its id
+    maps serve ``recommend`` and ``export``), written atomically together."""
+    from .._atomic import atomic_dir
+
+    with atomic_dir(output, overwrite=overwrite) as tmp:
+        staged = model.save(tmp / "model")
+        for entry in staged.iterdir():
+            entry.rename(tmp / entry.name)
+        staged.rmdir()
+        data.save(tmp / "dataset")
+
+
 @click.command("train-wals")
-@click.argument("dataset", type=click.Path())
+@click.argument("dataset", type=click.Path(), required=False)
 @model_output_options
 @_model_options
 @_regularization_options
 @_weight_options
 @_solver_options
 @_engine_options
+@_log_options
+@_log_policy_options
 @_device_option
 @seed_option
 @json_option
-def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
+def train_wals(dataset: str | None, output: str, dim: int, unobserved_weight: float,
                iterations: int, regularization: float, reg_scaling: str, weighting: str,
                alpha: float, solver: str, cg_steps: int, threads: int, engine: str,
-               spark_master: str, spark_conf: tuple[str, ...], device: str, random_state: int,
+               spark_master: str, spark_conf: tuple[str, ...], log: str | None,
+               log_cols: tuple[str, ...], duplicates: str, min_rating: float | None,
+               device: str, random_state: int,
                overwrite: bool, as_json: bool) -> None:
     """Fit weighted ALS matrix factorization on DATASET and save it to MODEL (-o).
 
@@ -194,35 +297,39 @@ def train_wals(dataset: str, output: str, dim: int, unobserved_weight: float,
       recompare train-wals data/planted -o models/wals-exact --solver cholesky --json
       recompare train-wals data/planted -o models/wals-spark --engine spark \
           --reg-scaling observed --spark-master local[2]
+      recompare train-wals -o models/wals-log --engine spark --reg-scaling observed \
+          --log events.parquet --log-col user=customer
     """
     if Path(output).exists() and not overwrite:
         raise RecompareError(f"output path {output} already exists; choose another or pass "
                              "--overwrite")
+    _check_input(dataset, log, log_cols, engine, duplicates != "auto" or min_rating is not None)
     _check_device(device)
 
     import torch  # noqa: F401  (imported before measuring, so its import is not counted)
 
-    from ..data.dataset import Dataset
     from ..models.wals import WALS
 
-    data = Dataset.load(dataset)
     model = WALS(dim=dim, unobserved_weight=unobserved_weight,
                  regularization=regularization, reg_scaling=reg_scaling, weighting=weighting,
                  alpha=alpha, iterations=iterations, solver=solver, cg_steps=cg_steps,
                  random_state=random_state, threads=threads)
-    model.check(data)  # bad input fails here, before the progress bar appears
     if engine == "spark":
-        from ..models import wals_spark
-
-        wals_spark.spark_mapping(model)  # an objective Spark cannot express fails first
-        conf = wals_spark.parse_conf(spark_conf)
-        with wals_spark.spark_session(spark_master, conf) as session, \
-                _progress(stderr_console(), iterations) as callback, _memory() as memory:
-            wals_spark.fit_spark(model, data, session=session, callback=callback)
+        log_options = {**_parse_log_cols(log_cols), "duplicates": duplicates,
+                       "min_rating": min_rating}
+        data, memory = _fit_on_spark(model, dataset, log, log_options, spark_master,
+                                     spark_conf)
     else:
+        from ..data.dataset import Dataset
+
+        data = Dataset.load(dataset)
+        model.check(data)  # bad input fails here, before the progress bar appears
         with _progress(stderr_console(), iterations) as callback, _memory() as memory:
             model.fit(data, callback=callback)
-    model.save(output, overwrite=overwrite)
+    if log is None:
+        model.save(output, overwrite=overwrite)
+    else:
+        _save_with_dataset(model, data, output, overwrite)
     info = model.fit_info_
     summary = {
         "model": str(output), "kind": model.kind, "fingerprint": model.fingerprint_,
