@@ -15,7 +15,8 @@ _MODULES = {
     "data": "recompare.bench.data",
     "scale": "recompare.bench.scale",
 }
-#: run only when named: needs the spark extra and a Java runtime
+#: run only when named: it starts processes and Spark (its Spark part needs the spark
+#: extra and a Java runtime; without them that part says why and the rest runs)
 OPT_IN = ("scale",)
 
 
@@ -40,8 +41,9 @@ def bench(suite: str, scale: str, output: str | None, dataset: str | None,
     machine's memory bandwidth and exact search for serving), because absolute
     times on a shared machine are noisy while ratios hold.  `serving` measures
     approximate search too when faiss is installed (pip install 'recompare[ann]').
-    `scale` (Spark ALS vs local WALS, local[2]) runs only when named: it needs
-    pip install 'recompare[spark]' and Java 17.
+    `scale` (Spark ALS vs local WALS on local[2], the DNN's epoch time in 1 vs 2
+    processes) runs only when named; its Spark part needs pip install
+    'recompare[spark]' and Java 17.
 
     \b
     Examples:
