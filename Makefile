@@ -31,6 +31,7 @@ demo: install
 test: install $(if $(JAVA),$(SPARK_STAMP))
 	RECOMPARE_REQUIRE_SPARK=$(if $(JAVA),1,0) $(BIN)/python -m pytest
 	$(BIN)/recompare bench all --scale tiny --output bench-results/tiny
+	$(if $(JAVA),$(BIN)/recompare bench scale --scale tiny --output bench-results/tiny-scale)
 
 # the GPU paths (tests/test_gpu.py, marker `gpu`): fails, not skips, without a CUDA GPU
 test-gpu: install
