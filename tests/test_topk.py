@@ -134,12 +134,35 @@ def test_chunking_does_not_change_the_lists():
 
 
 @settings(max_examples=300, deadline=None)
-@given(problems(), st.integers(1, 5))
+@given(problems(), st.sampled_from([1, 2, 3, 4, 5, 16, 32]))
 def test_two_stage_block_selection_equals_full_sort(problem, block):
-    """The block-maxima path is exact too, ties, exclusions and padding included."""
+    """The block-maxima path is exact too, ties, exclusions and padding included
+    (blocks of 16 and more also select inside the candidates by sub-blocks)."""
     queries, items, k, exclude, chunk = problem
     ids, scores = topk_dot(queries, items, k, exclude=exclude, chunk_size=chunk,
                            block_size=block)
+    ref_ids, ref_scores = reference_topk(queries, items, k, exclude)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(scores, ref_scores.astype(np.float32))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.sampled_from([16, 32]),
+       st.sampled_from([1, 2, 5]), st.sampled_from([0.0, 0.3, 0.97]))
+def test_sub_block_selection_equals_full_sort(seed, k, block, span, density):
+    """Catalogues with more than k + 1 blocks take the sub-block step inside the
+    candidates; small integer scores make ties across blocks and sub-blocks frequent."""
+    from recompare.models.topk import _selection_block, prepare_items
+
+    rng = np.random.default_rng(seed)
+    n_items = int(rng.integers(block * (k + 2), block * (k + 6)))
+    queries = rng.integers(-span, span + 1, size=(7, 3)).astype(np.float32)
+    items = rng.integers(-span, span + 1, size=(n_items, 3)).astype(np.float32)
+    exclude = sp.random(7, n_items, density=density, format="csr", random_state=seed % 2**32,
+                        dtype=np.float32)
+    exclude.data[:] = 1.0
+    assert _selection_block(prepare_items(items, block), k, True) == block  # the path taken
+    ids, scores = topk_dot(queries, items, k, exclude=exclude, block_size=block)
     ref_ids, ref_scores = reference_topk(queries, items, k, exclude)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_array_equal(scores, ref_scores.astype(np.float32))
