@@ -99,6 +99,26 @@ def test_bad_input_is_one_line_and_writes_nothing(paths, tmp_path, args, message
     assert list(tmp_path.iterdir()) == []
 
 
+def test_device_auto_gives_the_cpu_figures_and_cuda_needs_a_gpu(paths, tmp_path):
+    import torch
+
+    args = ("evaluate", paths / "data", paths / "pop-model", "--k", "10", "--json")
+    cpu = json.loads(run(*args, "--device", "cpu").stdout)
+    auto = json.loads(run(*args, "--device", "auto").stdout)
+    for protocol, result in cpu["models"]["pop-model"]["protocols"].items():
+        other = auto["models"]["pop-model"]["protocols"][protocol]
+        assert other["metrics"] == pytest.approx(result["metrics"], abs=1e-6)
+    report = tmp_path / "r.md"
+    result = run(*args[:-1], "--device", "cuda", "--report", report)
+    if torch.cuda.is_available():  # a GPU machine: the lists are computed there
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code != 0
+        assert result.output.strip() == "Error: --device cuda: no CUDA GPU is available to " \
+            "torch here; use --device cpu or auto"
+        assert not report.exists()
+
+
 def test_help():
     result = run("evaluate", "--help")
     assert result.exit_code == 0 and "--folding-report" in result.output

@@ -36,6 +36,18 @@ def test_topk_on_cuda_matches_cpu(n_items):
     assert not np.isin(gpu_ids[0], seen[0].indices).any()
 
 
+def test_evaluate_on_cuda_matches_cpu(tiny_split):
+    from recompare.evaluate.protocols import evaluate
+    from recompare.models.baselines import Popularity
+    from recompare.models.wals import WALS
+
+    for model in (Popularity().fit(tiny_split), WALS(iterations=2, dim=8).fit(tiny_split)):
+        for protocol in ("weak", "strong"):
+            cpu = evaluate(model, tiny_split, protocol, (10,), folding=False)
+            gpu = evaluate(model, tiny_split, protocol, (10,), folding=False, device="cuda")
+            assert gpu["metrics"] == pytest.approx(cpu["metrics"], abs=0.02)
+
+
 def test_resolve_device_picks_the_gpu():
     assert ddp.resolve_device("auto") == "cuda"
     assert ddp.resolve_device("cuda") == "cuda"

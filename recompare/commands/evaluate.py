@@ -78,12 +78,16 @@ def load_models(specs: tuple[str, ...], dataset, random_state: int, callback=Non
               help="Write a Markdown report embedding the plots (in REPORT-plots/ unless "
                    "--plots is given).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report or plot files.")
+@click.option("--device", type=click.Choice(("cpu", "cuda", "auto")), default="cpu",
+              show_default=True,
+              help="Where the top-k lists are computed: cpu, cuda (an error without a GPU) "
+                   "or auto (cuda when available).")
 @seed_option
 @json_option
 def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: str,
                      protocol: str, folding_report: bool, plots_dir: str | None,
-                     report_path: str | None, overwrite: bool, random_state: int,
-                     as_json: bool) -> None:
+                     report_path: str | None, overwrite: bool, device: str,
+                     random_state: int, as_json: bool) -> None:
     """Evaluate models side by side: accuracy per protocol and k, and folding.
 
     MODEL is a saved model directory (trained on DATASET: its fingerprint must
@@ -103,7 +107,9 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
     from ..data.dataset import Dataset
     from ..evaluate.metrics import check_ks
     from ..evaluate.protocols import check_folding, evaluate_models, resolve_protocols
+    from ..models.ddp import resolve_device
 
+    resolve_device(device)  # a GPU asked for and missing fails before any work
     ks = parse_ks(k_text)
     report, plots = _output_paths(report_path, plots_dir, overwrite)
     console = stderr_console()
@@ -126,7 +132,7 @@ def evaluate_command(dataset_path: str, model_specs: tuple[str, ...], k_text: st
                 console.log(f"[yellow]warning:[/] {name} was selected on the test split "
                             "(early stopping); its test figures are optimistic")
         results = evaluate_models(models, dataset, protocols, ks, folding=folding, seed=random_state,
-                                  callback=callback)
+                                  callback=callback, device=device)
         written: dict = {}
         if plots is not None:
             from ..report.plots import write_plots

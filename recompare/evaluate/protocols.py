@@ -135,6 +135,7 @@ def evaluate(
     spurious_top: int = 10,
     seed: int = 0,
     per_query_metrics: Sequence[str] = (),
+    device: str = "cpu",
     _context: _Context | None = None,
 ) -> ProtocolResult | Unsupported:
     """Evaluate one fitted model under one protocol.
@@ -158,6 +159,9 @@ def evaluate(
     per_query_metrics : sequence of str
         Metric keys (``"recall@20"``) whose per-query values to keep, under
         ``result["per_query"]`` (numpy arrays, for paired statistics; not JSON).
+    device : {"cpu", "cuda", "auto"}
+        Where the top-k lists are computed (the metrics are the same on every device,
+        up to items whose scores tie in the last bits).
 
     Returns
     -------
@@ -175,7 +179,7 @@ def evaluate(
     else:
         queries = _new_user_queries(dataset, protocol)
     try:
-        ids, scores = _top_lists(model, dataset, protocol, queries, ks[-1])
+        ids, scores = _top_lists(model, dataset, protocol, queries, ks[-1], device)
     except (RecompareError, NotImplementedError) as exc:
         if protocol == "weak":
             raise  # every model serves known users: this is a real error
@@ -275,15 +279,17 @@ def _new_user_queries(dataset, protocol: str) -> _Queries:
                     features=_features(dataset, users))
 
 
-def _top_lists(model, dataset, protocol: str, queries: _Queries, k: int
+def _top_lists(model, dataset, protocol: str, queries: _Queries, k: int, device: str = "cpu"
                ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k item ids and scores of every query: training items excluded for known users,
-    fold-in items for ``strong``, nothing for ``cold``."""
+    fold-in items for ``strong``, nothing for ``cold``; top-k on ``device``."""
     if protocol == "weak":
-        return model.recommend(queries.users, k, exclude_seen=True, seen=dataset.train)
+        return model.recommend(queries.users, k, exclude_seen=True, seen=dataset.train,
+                               device=device)
     if protocol == "strong":
-        return model.recommend_new(queries.history, queries.features, k, exclude_seen=True)
-    return model.recommend_new(None, queries.features, k, exclude_seen=False)
+        return model.recommend_new(queries.history, queries.features, k, exclude_seen=True,
+                                   device=device)
+    return model.recommend_new(None, queries.features, k, exclude_seen=False, device=device)
 
 
 def _rows_to_full(rows: sp.csr_matrix, users: np.ndarray, n_users: int) -> sp.csr_matrix:
@@ -372,6 +378,7 @@ def evaluate_models(
     seed: int = 0,
     callback: Callback | None = None,
     per_query_metrics: Sequence[str] = (),
+    device: str = "cpu",
 ) -> Evaluation:
     """Evaluate several fitted models side by side.
 
@@ -387,6 +394,8 @@ def evaluate_models(
         Receives ``{"stage": "evaluate", "model", "protocol", "message"}`` events.
     per_query_metrics : sequence of str
         Passed to :func:`evaluate`: keep these metrics' per-query values.
+    device : {"cpu", "cuda", "auto"}
+        Passed to :func:`evaluate`: where the top-k lists are computed.
 
     Returns
     -------
@@ -425,6 +434,7 @@ def evaluate_models(
                           "message": f"{model_name}: {protocol}"})
             entry["protocols"][protocol] = evaluate(
                 model, dataset, protocol, ks, folding=folding, score_folding=score_folding,
-                seed=seed, per_query_metrics=per_query_metrics, _context=context)
+                seed=seed, per_query_metrics=per_query_metrics, device=device,
+                _context=context)
         out["models"][model_name] = entry
     return out

@@ -152,8 +152,12 @@ class Recommender(ABC):
         k: int = 10,
         exclude_seen: bool = True,
         seen: sp.csr_matrix | None = None,
+        device: str = "cpu",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items for training users.
+
+        ``device`` ("cpu", "cuda" or "auto") is where the scores are computed and
+        selected (:func:`~recompare.models.topk.topk_dot`); the lists are the same.
 
         Returns
         -------
@@ -175,7 +179,8 @@ class Recommender(ABC):
                     "not keep: load it with load_model(path, dataset=...), or pass seen= "
                     "(or exclude_seen=False)")
             exclude = seen[users]
-        return topk_dot(self.query_embeddings(users), self.item_embeddings(), k, exclude=exclude)
+        return topk_dot(self.query_embeddings(users), self.item_embeddings(), k, exclude=exclude,
+                        device=device)
 
     def recommend_new(
         self,
@@ -183,15 +188,17 @@ class Recommender(ABC):
         features: pd.DataFrame | None = None,
         k: int = 10,
         exclude_seen: bool = True,
+        device: str = "cpu",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items for users unseen in training (fold-in history excluded)."""
+        """Top-k items for users unseen in training (fold-in history excluded); top-k on
+        ``device`` as in :meth:`recommend`."""
         from .topk import topk_dot
 
         self._check_fitted()
         _check_k(k, self.n_items_)
         q = self.embed_new_users(history, features)
         exclude = history if (exclude_seen and history is not None) else None
-        return topk_dot(q, self.item_embeddings(), k, exclude=exclude)
+        return topk_dot(q, self.item_embeddings(), k, exclude=exclude, device=device)
 
     def export_arrays(self) -> dict[str, np.ndarray]:
         """Named arrays for ``recompare export``: query embeddings of the training
