@@ -68,6 +68,9 @@ from .tower import (
 ARRAYS_FILE = "arrays.npz"
 #: ``gravity="auto"`` with the full loss (chosen on validation: docs/tuning.md)
 AUTO_GRAVITY = 1.0
+#: ``average_epochs="auto"`` averages the last ``epochs // AUTO_AVERAGE_SHARE`` epochs: the
+#: tail of the run, never its early, near-initial epochs (docs/tuning.md)
+AUTO_AVERAGE_SHARE = 4
 
 
 class SoftmaxDNN(Recommender):
@@ -112,6 +115,9 @@ class SoftmaxDNN(Recommender):
         Return the mean of the weights after each of the last ``average_epochs``
         epochs (all of them when more than ``epochs``) instead of the last epoch's;
         0 keeps the last.  Ignored with early stopping (the best epoch is restored).
+    lr_decay : {"none", "linear", "cosine"}
+        Learning-rate schedule over the ``epochs`` of the run, step by step: constant,
+        linear to 0, or half a cosine to 0.
     optimizer : {"adam", "adagrad"}
     weight_decay : float >= 0
         L2 penalty on the dense tower weights (not on embeddings).
@@ -158,6 +164,7 @@ class SoftmaxDNN(Recommender):
         gravity: float | str = "auto",
         epochs: int = 20,
         average_epochs: int = 0,
+        lr_decay: str = "none",
         batch_size: int = 32,
         lr: float = 3e-3,
         optimizer: str = "adam",
@@ -186,6 +193,7 @@ class SoftmaxDNN(Recommender):
         self.gravity = gravity
         self.epochs = epochs
         self.average_epochs = average_epochs
+        self.lr_decay = lr_decay
         self.batch_size = batch_size
         self.lr = lr
         self.optimizer = optimizer
@@ -344,6 +352,13 @@ class SoftmaxDNN(Recommender):
         # sampled losses touch a few item rows per batch: sparse gradients keep the
         # optimiser from visiting the whole catalogue; gravity's gradient is dense
         return self.loss == "sampled" and self.gravity_value() == 0
+
+    def average_window(self) -> int:
+        """How many final epochs' weights are averaged (``"auto"`` resolved: the last
+        ``epochs // AUTO_AVERAGE_SHARE``; an explicit count is capped at ``epochs``)."""
+        if self.average_epochs == "auto":
+            return self.epochs // AUTO_AVERAGE_SHARE
+        return min(int(self.average_epochs), self.epochs)
 
     def gravity_value(self) -> float:
         """The gravity coefficient in effect (``"auto"`` resolved by the loss)."""
