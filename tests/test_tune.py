@@ -114,6 +114,18 @@ def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
     for row in out["models"].values():
         assert row["ratio"] == pytest.approx(row["recall@20"] / peer["recall@20"])
     assert len(out["models"]["default DNN"]["seeds"]) == 2
+    # equal budget: as many DNN trials as the peer got grid points (budget 1: one each)
+    assert len(peer["grid"]) == len(out["models"]["tuned DNN"]["trials"]) == 1
+
+
+def test_bench_peer_grid_is_sampled_to_the_budget():
+    from recompare.bench.dnn_peer import ALS_GRID, grid_points
+
+    every = grid_points(ALS_GRID, None, 0)
+    assert len(every) == 18 and grid_points(ALS_GRID, 50, 0) == every
+    some = grid_points(ALS_GRID, 5, 0)
+    assert len(some) == 5 and all(p in every for p in some)
+    assert some == grid_points(ALS_GRID, 5, 0)
 
 
 def test_compare_tune_gives_both_families_the_same_budget(tiny_split, monkeypatch):
