@@ -575,17 +575,25 @@ def test_auto_average_is_the_last_quarter_of_the_run(data):
 
 
 def test_lr_decay_schedules():
-    """linear and cosine start at lr and fall towards 0; none stays at lr; set_lr sets
-    every optimiser's groups."""
+    """linear and cosine start at lr and fall towards 0; none stays at lr; auto holds lr
+    for AUTO_DECAY_STEADY_STEPS steps, then falls linearly to 0 (a shorter run keeps lr);
+    set_lr sets every optimiser's groups."""
     f = softmax_training.lr_factor
-    assert f("none", 0.7) == 1.0
-    assert f("linear", 0.0) == 1.0 and f("linear", 0.75) == pytest.approx(0.25)
-    assert f("cosine", 0.0) == 1.0 and f("cosine", 0.5) == pytest.approx(0.5)
-    assert f("cosine", 0.99) < 0.001
+    steady = softmax_training.AUTO_DECAY_STEADY_STEPS
+    assert f("none", 70, 100) == 1.0
+    assert f("linear", 0, 100) == 1.0 and f("linear", 75, 100) == pytest.approx(0.25)
+    assert f("cosine", 0, 100) == 1.0 and f("cosine", 50, 100) == pytest.approx(0.5)
+    assert f("cosine", 99, 100) < 0.001
+    assert [f("auto", s, steady) for s in (0, 60, steady - 1)] == [1.0] * 3  # a short run
+    total = 3 * steady
+    assert f("auto", steady - 1, total) == 1.0
+    assert f("auto", 2 * steady, total) == pytest.approx(0.5)
+    assert f("auto", total - 1, total) < 0.01
+    assert f("auto", steady + 50, steady + 100) == pytest.approx(0.5)
     tower = torch.nn.Linear(2, 2)
     opts = [torch.optim.Adam(tower.parameters(), lr=0.01)]
     model = SoftmaxDNN(lr=0.01, lr_decay="linear")
-    softmax_training.set_lr(opts, model, 0.5)
+    softmax_training.set_lr(opts, model, 5, 10)
     assert opts[0].param_groups[0]["lr"] == pytest.approx(0.005)
 
 

@@ -22,7 +22,9 @@ def test_space_draws_stay_inside_and_are_seeded():
         assert d["batch_size"] in (32, 64, 128)
         assert 0.0 <= d["dropout"] <= 0.6
         assert 1e-3 <= d["lr"] <= 1e-2
-        assert 10 <= d["epochs"] <= 40 and isinstance(d["epochs"], int)
+        assert 20 <= d["epochs"] <= 60 and isinstance(d["epochs"], int)
+        assert d["lr_decay"] in ("none", "auto", "linear")
+        assert d["average_epochs"] in (0, "auto", 10)
     again = [sample_point(SPACES["dnn"], np.random.default_rng(0)) for _ in range(1)]
     assert again[0] == draws[0]
 

@@ -115,8 +115,9 @@ def _training_options(func):
     func = _option("--optimizer", param="optimizer", type=click.Choice(("adam", "adagrad")),
                    help="Adam (SparseAdam for sparse embedding rows) or Adagrad.")(func)
     func = _option("--lr-decay", param="lr_decay",
-                   type=click.Choice(("none", "linear", "cosine")),
-                   help="Learning-rate schedule over --epochs: constant, linear to 0, or "
+                   type=click.Choice(("auto", "none", "linear", "cosine")),
+                   help="Learning-rate schedule over --epochs: auto = constant for 200 "
+                        "optimiser steps, then linear to 0; none = constant; linear to 0; "
                         "half a cosine to 0.")(func)
     func = _option("--lr", param="lr", type=float, help="Learning rate.")(func)
     func = _option("--batch-size", param="batch_size", type=int,

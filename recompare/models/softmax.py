@@ -115,9 +115,11 @@ class SoftmaxDNN(Recommender):
         Return the mean of the weights after each of the last ``average_epochs``
         epochs (all of them when more than ``epochs``) instead of the last epoch's;
         0 keeps the last.  Ignored with early stopping (the best epoch is restored).
-    lr_decay : {"none", "linear", "cosine"}
+    lr_decay : {"auto", "none", "linear", "cosine"}
         Learning-rate schedule over the ``epochs`` of the run, step by step: constant,
-        linear to 0, or half a cosine to 0.
+        linear to 0, half a cosine to 0, or ``auto``: constant for the first 200 optimiser
+        steps (the initial transient), then linear to 0 (a shorter run keeps ``lr``;
+        chosen on validation: docs/tuning.md).
     optimizer : {"adam", "adagrad"}
     weight_decay : float >= 0
         L2 penalty on the dense tower weights (not on embeddings).
@@ -162,9 +164,9 @@ class SoftmaxDNN(Recommender):
         negatives: str = "uniform",
         num_negatives: int = 256,
         gravity: float | str = "auto",
-        epochs: int = 20,
+        epochs: int = 40,
         average_epochs: int = 0,
-        lr_decay: str = "none",
+        lr_decay: str = "auto",
         batch_size: int = 32,
         lr: float = 3e-3,
         optimizer: str = "adam",

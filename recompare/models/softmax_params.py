@@ -22,7 +22,7 @@ NEGATIVES = ("none", "uniform", "popularity", "in-batch", "hard")
 ACTIVATIONS = ("relu", "tanh")
 OPTIMIZERS = ("adam", "adagrad")
 POOLINGS = ("mean", "weighted", "sqrt")
-LR_DECAYS = ("none", "linear", "cosine")
+LR_DECAYS = ("none", "linear", "cosine", "auto")
 
 
 def validate(model: SoftmaxDNN, dataset) -> None:
