@@ -111,10 +111,11 @@ class SoftmaxDNN(Recommender):
         ``"auto"``: :data:`AUTO_GRAVITY` with the full loss, 0 with a sampled one (so
         that the sampled variants, positives-only included, keep their own behaviour).
     epochs, batch_size, lr : training length, users per batch, learning rate
-    average_epochs : int >= 0
+    average_epochs : int >= 0 or "auto"
         Return the mean of the weights after each of the last ``average_epochs``
         epochs (all of them when more than ``epochs``) instead of the last epoch's;
-        0 keeps the last.  Ignored with early stopping (the best epoch is restored).
+        0 keeps the last; ``"auto"``: the last ``epochs // 4``.  Ignored with early
+        stopping (the best epoch is restored).
     lr_decay : {"auto", "none", "linear", "cosine"}
         Learning-rate schedule over the ``epochs`` of the run, step by step: constant,
         linear to 0, half a cosine to 0, or ``auto``: constant for the first 200 optimiser
@@ -165,7 +166,7 @@ class SoftmaxDNN(Recommender):
         num_negatives: int = 256,
         gravity: float | str = "auto",
         epochs: int = 40,
-        average_epochs: int = 0,
+        average_epochs: int | str = 0,
         lr_decay: str = "auto",
         batch_size: int = 32,
         lr: float = 3e-3,
