@@ -559,3 +559,50 @@ def test_average_epochs_means_the_last_epochs_weights(data, tmp_path):
     assert np.allclose(resumed.item_embeddings(), straight.item_embeddings(), atol=1e-6)
     with pytest.raises(RecompareError, match="average_epochs must be"):
         SoftmaxDNN(**dict(params, average_epochs=-1)).fit(data)
+
+
+def test_auto_average_is_the_last_quarter_of_the_run(data):
+    """average_epochs="auto" averages the last epochs // 4 epochs, never the early ones."""
+    params = dict(FAST, epochs=8)
+    auto = SoftmaxDNN(**dict(params, average_epochs="auto"))
+    assert auto.average_window() == 2
+    assert SoftmaxDNN(**dict(params, epochs=3, average_epochs="auto")).average_window() == 0
+    assert SoftmaxDNN(**dict(params, average_epochs=12)).average_window() == 8
+    two = SoftmaxDNN(**dict(params, average_epochs=2)).fit(data)
+    assert np.array_equal(auto.fit(data).item_embeddings(), two.item_embeddings())
+    with pytest.raises(RecompareError, match="average_epochs must be"):
+        SoftmaxDNN(**dict(params, average_epochs="last")).fit(data)
+
+
+def test_lr_decay_schedules():
+    """linear and cosine start at lr and fall towards 0; none stays at lr; auto holds lr
+    for AUTO_DECAY_STEADY_STEPS steps, then falls linearly to 0 (a shorter run keeps lr);
+    set_lr sets every optimiser's groups."""
+    f = softmax_training.lr_factor
+    steady = softmax_training.AUTO_DECAY_STEADY_STEPS
+    assert f("none", 70, 100) == 1.0
+    assert f("linear", 0, 100) == 1.0 and f("linear", 75, 100) == pytest.approx(0.25)
+    assert f("cosine", 0, 100) == 1.0 and f("cosine", 50, 100) == pytest.approx(0.5)
+    assert f("cosine", 99, 100) < 0.001
+    assert [f("auto", s, steady) for s in (0, 60, steady - 1)] == [1.0] * 3  # a short run
+    total = 3 * steady
+    assert f("auto", steady - 1, total) == 1.0
+    assert f("auto", 2 * steady, total) == pytest.approx(0.5)
+    assert f("auto", total - 1, total) < 0.01
+    assert f("auto", steady + 50, steady + 100) == pytest.approx(0.5)
+    tower = torch.nn.Linear(2, 2)
+    opts = [torch.optim.Adam(tower.parameters(), lr=0.01)]
+    model = SoftmaxDNN(lr=0.01, lr_decay="linear")
+    softmax_training.set_lr(opts, model, 5, 10)
+    assert opts[0].param_groups[0]["lr"] == pytest.approx(0.005)
+
+
+def test_lr_decay_changes_training_and_is_checked(data):
+    params = dict(FAST, epochs=3, average_epochs=0)
+    plain = SoftmaxDNN(**params).fit(data).item_embeddings()
+    decayed = SoftmaxDNN(**dict(params, lr_decay="linear")).fit(data).item_embeddings()
+    again = SoftmaxDNN(**dict(params, lr_decay="linear")).fit(data).item_embeddings()
+    assert np.array_equal(decayed, again)
+    assert not np.allclose(plain, decayed, atol=1e-4)
+    with pytest.raises(RecompareError, match="lr_decay must be one of"):
+        SoftmaxDNN(**dict(params, lr_decay="step")).fit(data)

@@ -22,7 +22,9 @@ def test_space_draws_stay_inside_and_are_seeded():
         assert d["batch_size"] in (32, 64, 128)
         assert 0.0 <= d["dropout"] <= 0.6
         assert 1e-3 <= d["lr"] <= 1e-2
-        assert 10 <= d["epochs"] <= 40 and isinstance(d["epochs"], int)
+        assert 20 <= d["epochs"] <= 60 and isinstance(d["epochs"], int)
+        assert d["lr_decay"] in ("none", "auto", "linear")
+        assert d["average_epochs"] in (0, "auto", 10)
     again = [sample_point(SPACES["dnn"], np.random.default_rng(0)) for _ in range(1)]
     assert again[0] == draws[0]
 
@@ -114,6 +116,18 @@ def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
     for row in out["models"].values():
         assert row["ratio"] == pytest.approx(row["recall@20"] / peer["recall@20"])
     assert len(out["models"]["default DNN"]["seeds"]) == 2
+    # equal budget: as many DNN trials as the peer got grid points (budget 1: one each)
+    assert len(peer["grid"]) == len(out["models"]["tuned DNN"]["trials"]) == 1
+
+
+def test_bench_peer_grid_is_sampled_to_the_budget():
+    from recompare.bench.dnn_peer import ALS_GRID, grid_points
+
+    every = grid_points(ALS_GRID, None, 0)
+    assert len(every) == 18 and grid_points(ALS_GRID, 50, 0) == every
+    some = grid_points(ALS_GRID, 5, 0)
+    assert len(some) == 5 and all(p in every for p in some)
+    assert some == grid_points(ALS_GRID, 5, 0)
 
 
 def test_compare_tune_gives_both_families_the_same_budget(tiny_split, monkeypatch):

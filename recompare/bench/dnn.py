@@ -308,9 +308,10 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
         A prepared, split data set (e.g. ml-latest-small) for the accuracy-vs-peer part;
         default: the bundled planted data (a small planted split at the tiny scale).
     tune_budget, seeds : int, optional
-        Trials of the tuned DNN (default 2 at the tiny scale without ``dataset``, else 6)
-        and seeds of the default DNN (default 1 at the tiny scale without ``dataset``,
-        else 3).
+        Trials of the tuned DNN, equal to the implicit peer's grid points (default: the
+        whole grid, 4 points at the tiny scale without ``dataset``, else 18; a smaller
+        budget samples the grid), and seeds of the default DNN (default 1 at the tiny
+        scale without ``dataset``, else 3).
 
     Returns
     -------
@@ -336,7 +337,7 @@ def run(scale: str = "small", callback: Callable[[dict], None] | None = None,
         accuracy = _accuracy(sizes["accuracy"], n_threads, seed, say)
         tiny = scale == "tiny" and dataset is None
         versus_als = accuracy_vs_peer(dataset, scale, n_threads, seed,
-                                       tune_budget or (2 if tiny else 6),
+                                       tune_budget,
                                        seeds or (1 if tiny else 3), say)
     return {"scale": scale, "threads": n_threads, "cpus": os.cpu_count(),
             # wall times on a shared machine are only as good as its load

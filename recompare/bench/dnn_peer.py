@@ -50,15 +50,26 @@ def _als_recall(als_cls, ds, params: dict, seed: int, threads: int) -> float:
     return float(accuracy(ids, test[has], (20,))["metrics"]["recall@20"])
 
 
-def _tuned_implicit(ds, grid: dict, threads: int, seed: int) -> dict | None:
-    """implicit ALS tuned on a validation carve of ``ds``'s training part, then refit
-    on the whole training part and scored on test; None without implicit."""
+def grid_points(grid: dict, budget: int | None, seed: int) -> list[dict]:
+    """The peer's configurations: every point of ``grid``, or a seeded sample of
+    ``budget`` of them when the budget is smaller (the DNN gets as many trials)."""
+    import itertools
+
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    if budget is not None and budget < len(points):
+        keep = np.random.default_rng([seed, 11]).choice(len(points), budget, replace=False)
+        points = [points[i] for i in sorted(keep)]
+    return points
+
+
+def _tuned_implicit(ds, points: list[dict], threads: int, seed: int) -> dict | None:
+    """implicit ALS tuned over ``points`` on a validation carve of ``ds``'s training
+    part, then refit on the whole training part and scored on test; None without
+    implicit."""
     try:
         from implicit.cpu.als import AlternatingLeastSquares
     except ImportError:
         return None
-    import itertools
-
     from ..data.validation import validation_split
     from ..tune import FRACTION
 
@@ -71,12 +82,11 @@ def _tuned_implicit(ds, grid: dict, threads: int, seed: int) -> dict | None:
         limits = None
     try:
         trials = []
-        for factors, reg, alpha in itertools.product(*grid.values()):
-            params = {"factors": factors, "regularization": reg, "alpha": alpha}
+        for params in points:
             trials.append({**params, "validation_recall@20": _als_recall(
                 AlternatingLeastSquares, val, params, seed, threads)})
         best = max(trials, key=lambda t: t["validation_recall@20"])
-        params = {k: best[k] for k in grid}
+        params = {k: best[k] for k in points[0]}
         test = _als_recall(AlternatingLeastSquares, ds, params, seed, threads)
     finally:
         if limits is not None:
@@ -84,11 +94,16 @@ def _tuned_implicit(ds, grid: dict, threads: int, seed: int) -> dict | None:
     return {"best": params, "recall@20": test, "grid": trials}
 
 
-def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: int,
+def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: int | None,
                       seeds: int, say) -> dict:
     """Default DNN, tuned DNN and default WALS against a tuned implicit ALS, weak
     recall@20 on test; every selection (the peer's grid, the DNN's tuning) on a
-    validation carve of the training part."""
+    validation carve of the training part.
+
+    Equal budget: the DNN's random search gets as many trials as the peer gets grid
+    points (all of the grid, or a seeded sample of ``tune_budget`` points when that is
+    smaller; a larger ``tune_budget`` is capped at the grid's size).
+    """
     from ..evaluate.protocols import evaluate
     from ..models.softmax import SoftmaxDNN
     from ..models.wals import WALS
@@ -96,8 +111,10 @@ def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: 
 
     ds, source = _peer_data(dataset, scale, seed)
     grid = ALS_GRID_TINY if scale == "tiny" and dataset is None else ALS_GRID
-    say(f"accuracy vs implicit ALS on {source}: tuning the peer on validation")
-    peer = _tuned_implicit(ds, grid, threads, seed)
+    points = grid_points(grid, tune_budget, seed)
+    say(f"accuracy vs implicit ALS on {source}: tuning the peer on validation "
+        f"({len(points)} grid points)")
+    peer = _tuned_implicit(ds, points, threads, seed)
     if peer is None:
         return {"skipped": "implicit is not installed (pip install -e '.[bench]')"}
 
@@ -117,9 +134,9 @@ def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: 
                                     "spread_of_mean": float(np.ptp(values) / values.mean())}
     say("default WALS")
     out["models"]["default WALS"] = {"recall@20": recall(WALS(random_state=seed).fit(ds))}
-    say(f"tuned DNN ({tune_budget} trials on validation)")
+    say(f"tuned DNN ({len(points)} trials on validation, as many as the peer's)")
     start = time.perf_counter()
-    result = tune(ds, "dnn", tune_budget, random_state=seed)
+    result = tune(ds, "dnn", len(points), random_state=seed)
     tuned = fit_best(ds, "dnn", result, seed)
     out["models"]["tuned DNN"] = {"recall@20": recall(tuned), "params": result.params,
                                   "trials": result.trials,

@@ -71,6 +71,19 @@ def _parse_gravity(text: str) -> float | str:
         raise RecompareError(f"--gravity must be a number or auto, got {text!r}") from None
 
 
+def _parse_average_epochs(text: str) -> int | str:
+    """``--average-epochs``: ``auto`` or a count >= 0."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise RecompareError(f"--average-epochs must be a count >= 0 or auto, got {text!r}")
+    return value
+
+
 def _loss_options(func):
     """``--loss``, ``--negatives``, ``--num-negatives``, ``--gravity``."""
     func = _option("--gravity", param="gravity", type=str,
@@ -97,15 +110,22 @@ def _loss_options(func):
 
 
 def _training_options(func):
-    """``--epochs``, ``--average-epochs``, ``--batch-size``, ``--lr``, ``--optimizer``."""
+    """``--epochs``, ``--average-epochs``, ``--batch-size``, ``--lr``, ``--lr-decay``,
+    ``--optimizer``."""
     func = _option("--optimizer", param="optimizer", type=click.Choice(("adam", "adagrad")),
                    help="Adam (SparseAdam for sparse embedding rows) or Adagrad.")(func)
+    func = _option("--lr-decay", param="lr_decay",
+                   type=click.Choice(("auto", "none", "linear", "cosine")),
+                   help="Learning-rate schedule over --epochs: auto = constant for 200 "
+                        "optimiser steps, then linear to 0; none = constant; linear to 0; "
+                        "half a cosine to 0.")(func)
     func = _option("--lr", param="lr", type=float, help="Learning rate.")(func)
     func = _option("--batch-size", param="batch_size", type=int,
                    help="Users per batch.")(func)
-    func = _option("--average-epochs", param="average_epochs", type=click.IntRange(min=0),
+    func = _option("--average-epochs", param="average_epochs", type=str,
                    help="Keep the mean of the weights of the last N epochs (0 = the last "
-                        "epoch's; ignored with early stopping).")(func)
+                        "epoch's; auto = the last quarter of --epochs; ignored with early "
+                        "stopping).")(func)
     func = _option("--epochs", param="epochs", type=int,
                    help="Maximum number of epochs (early stopping may end sooner).")(func)
     return func
@@ -196,7 +216,8 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
               features: str, dropout: float, temperature: float, normalize: bool, loss: str,
               negatives: str, num_negatives: int, gravity: str, epochs: int,
-              average_epochs: int, batch_size: int, lr: float, optimizer: str,
+              average_epochs: str, batch_size: int, lr: float, lr_decay: str,
+              optimizer: str,
               patience: int, validation_fraction: float, checkpoint_dir: str | None,
               resume: str | None, processes: int, device: str, random_state: int,
               threads: int, overwrite: bool, as_json: bool) -> None:
@@ -233,6 +254,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         raise RecompareError(f"checkpoint directory {resume} does not exist")
     hidden_sizes = parse_hidden(hidden)
     gravity = _parse_gravity(gravity)
+    average = _parse_average_epochs(average_epochs)
     loss = _loss_for(click.get_current_context(), loss)
 
     from ..data.dataset import Dataset
@@ -243,7 +265,8 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         dim=dim, hidden=hidden_sizes, activation=activation, dropout=dropout,
         features=features, normalize=normalize, temperature=temperature, loss=loss,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
-        average_epochs=average_epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        average_epochs=average, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
+        optimizer=optimizer,
         patience=patience or None,  # --patience 0: no early stopping
         validation_fraction=validation_fraction, random_state=random_state, threads=threads,
     )

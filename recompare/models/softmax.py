@@ -68,6 +68,9 @@ from .tower import (
 ARRAYS_FILE = "arrays.npz"
 #: ``gravity="auto"`` with the full loss (chosen on validation: docs/tuning.md)
 AUTO_GRAVITY = 1.0
+#: ``average_epochs="auto"`` averages the last ``epochs // AUTO_AVERAGE_SHARE`` epochs: the
+#: tail of the run, never its early, near-initial epochs (docs/tuning.md)
+AUTO_AVERAGE_SHARE = 4
 
 
 class SoftmaxDNN(Recommender):
@@ -108,10 +111,16 @@ class SoftmaxDNN(Recommender):
         ``"auto"``: :data:`AUTO_GRAVITY` with the full loss, 0 with a sampled one (so
         that the sampled variants, positives-only included, keep their own behaviour).
     epochs, batch_size, lr : training length, users per batch, learning rate
-    average_epochs : int >= 0
+    average_epochs : int >= 0 or "auto"
         Return the mean of the weights after each of the last ``average_epochs``
         epochs (all of them when more than ``epochs``) instead of the last epoch's;
-        0 keeps the last.  Ignored with early stopping (the best epoch is restored).
+        0 keeps the last; ``"auto"``: the last ``epochs // 4``.  Ignored with early
+        stopping (the best epoch is restored).
+    lr_decay : {"auto", "none", "linear", "cosine"}
+        Learning-rate schedule over the ``epochs`` of the run, step by step: constant,
+        linear to 0, half a cosine to 0, or ``auto``: constant for the first 200 optimiser
+        steps (the initial transient), then linear to 0 (a shorter run keeps ``lr``;
+        chosen on validation: docs/tuning.md).
     optimizer : {"adam", "adagrad"}
     weight_decay : float >= 0
         L2 penalty on the dense tower weights (not on embeddings).
@@ -156,8 +165,9 @@ class SoftmaxDNN(Recommender):
         negatives: str = "uniform",
         num_negatives: int = 256,
         gravity: float | str = "auto",
-        epochs: int = 20,
-        average_epochs: int = 0,
+        epochs: int = 40,
+        average_epochs: int | str = 0,
+        lr_decay: str = "auto",
         batch_size: int = 32,
         lr: float = 3e-3,
         optimizer: str = "adam",
@@ -186,6 +196,7 @@ class SoftmaxDNN(Recommender):
         self.gravity = gravity
         self.epochs = epochs
         self.average_epochs = average_epochs
+        self.lr_decay = lr_decay
         self.batch_size = batch_size
         self.lr = lr
         self.optimizer = optimizer
@@ -344,6 +355,13 @@ class SoftmaxDNN(Recommender):
         # sampled losses touch a few item rows per batch: sparse gradients keep the
         # optimiser from visiting the whole catalogue; gravity's gradient is dense
         return self.loss == "sampled" and self.gravity_value() == 0
+
+    def average_window(self) -> int:
+        """How many final epochs' weights are averaged (``"auto"`` resolved: the last
+        ``epochs // AUTO_AVERAGE_SHARE``; an explicit count is capped at ``epochs``)."""
+        if self.average_epochs == "auto":
+            return self.epochs // AUTO_AVERAGE_SHARE
+        return min(int(self.average_epochs), self.epochs)
 
     def gravity_value(self) -> float:
         """The gravity coefficient in effect (``"auto"`` resolved by the loss)."""

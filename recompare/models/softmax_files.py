@@ -108,7 +108,8 @@ def read_checkpoint(path, run: FitRun, params: dict, fingerprint: str) -> None:
         raise RecompareError(
             f"checkpoint {root} was written while training on another data set "
             f"(fingerprint {meta['fingerprint']}, data set {fingerprint})")
-    theirs = {"average_epochs": 0, **meta["params"]}  # checkpoints from before the option
+    # checkpoints written before these options had them at these values
+    theirs = {"average_epochs": 0, "lr_decay": "none", **meta["params"]}
     differ = sorted(k for k in set(params) | set(theirs) if params.get(k) != theirs.get(k))
     if differ:
         raise RecompareError(

@@ -22,6 +22,7 @@ NEGATIVES = ("none", "uniform", "popularity", "in-batch", "hard")
 ACTIVATIONS = ("relu", "tanh")
 OPTIMIZERS = ("adam", "adagrad")
 POOLINGS = ("mean", "weighted", "sqrt")
+LR_DECAYS = ("none", "linear", "cosine", "auto")
 
 
 def validate(model: SoftmaxDNN, dataset) -> None:
@@ -59,9 +60,13 @@ def validate(model: SoftmaxDNN, dataset) -> None:
           f"epochs must be a positive integer, got {model.epochs}")
     check(is_int(model.batch_size) and model.batch_size > 0,
           f"batch_size must be a positive integer, got {model.batch_size}")
-    check(is_int(model.average_epochs) and model.average_epochs >= 0,
-          f"average_epochs must be a non-negative integer, got {model.average_epochs}")
+    check(model.average_epochs == "auto"
+          or (is_int(model.average_epochs) and model.average_epochs >= 0),
+          f"average_epochs must be a non-negative integer or 'auto', "
+          f"got {model.average_epochs!r}")
     check(model.lr > 0, f"lr must be positive, got {model.lr}")
+    check(model.lr_decay in LR_DECAYS,
+          f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {model.lr_decay!r}")
     check(model.optimizer in OPTIMIZERS,
           f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {model.optimizer!r}")
     check(model.weight_decay >= 0, f"weight_decay must be >= 0, got {model.weight_decay}")

@@ -143,9 +143,9 @@ def train_epochs(model, run: FitRun, patience: int | None, fingerprint: str,
         loss = run_epoch(model, run.tower, run.optimizers, run.sampler, run.matrix,
                          run.active_users, run.user_cats, run.user_nums, epoch, run.timer, emit,
                          ctx)
-        if epoch > model.epochs - model.average_epochs:
-            _accumulate_average(run, epoch, max(1, model.epochs - model.average_epochs + 1),
-                                min(model.average_epochs, model.epochs))
+        window = model.average_window()
+        if epoch > model.epochs - window:
+            _accumulate_average(run, epoch, model.epochs - window + 1, window)
         val = _validate_epoch(run, epoch, ctx)
         state["epoch"] = epoch
         record = {"epoch": epoch, "loss": loss, "validation_recall": val,
@@ -215,6 +215,38 @@ def make_optimizers(tower: QueryTower, optimizer: str, lr: float,
     return out
 
 
+#: ``lr_decay="auto"`` holds the learning rate for this many optimiser steps before it
+#: decays (the constant-lr validation curves of docs/dnn-research.md rise steeply for
+#: the first ~200 Adam steps at batch 32: the initial transient is not annealed)
+AUTO_DECAY_STEADY_STEPS = 200
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The learning rate's share of ``lr`` at optimiser step ``step`` (0-based) of
+    ``total``: 1 (``none``); ``1 - step / total`` (``linear``); ``(1 + cos(pi step /
+    total)) / 2`` (``cosine``); ``auto``: 1 for the first
+    :data:`AUTO_DECAY_STEADY_STEPS` steps, then linear to 0 over the rest (no decay in a
+    shorter run)."""
+    progress = step / total
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "auto":
+        steady = AUTO_DECAY_STEADY_STEPS
+        return 1.0 if step < steady else 1.0 - (step - steady) / (total - steady)
+    return 1.0
+
+
+def set_lr(optimizers: list[torch.optim.Optimizer], model, step: int, total: int) -> None:
+    """Set every optimiser's learning rate for step ``step`` of ``total`` (a function of
+    the step alone, so a resumed fit replays the schedule)."""
+    lr = model.lr * lr_factor(model.lr_decay, step, total)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
 def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
               sampler: NegativeSampler, matrix: sp.csr_matrix, active_users: np.ndarray,
               user_cats: np.ndarray, user_nums: np.ndarray, epoch: int,
@@ -263,6 +295,7 @@ def run_epoch(model, tower: QueryTower, optimizers: list[torch.optim.Optimizer],
         else:  # a last batch smaller than the processes: draw as the others do
             skip_draws(tower, sampler, gen, len(global_users))
         all_reduce_gradients(tower.parameters(), ctx)
+        set_lr(optimizers, model, (epoch - 1) * n_batches + b, model.epochs * n_batches)
         for opt in optimizers:
             opt.step()
         n_rows += len(users)
