@@ -126,6 +126,13 @@ def test_verdict_needs_a_gap_beyond_the_spread():
     # a steady but small gap is on par too (below the minimum ratio)
     close = latency_verdict("WALS", _latency([1.0, 1.0, 1.0]), "DNN", _latency([1.1, 1.1, 1.1]))
     assert close["winner"] is None
+    # the machine drifts between rounds (all models alike) while the paired gap holds:
+    # the spreads across rounds overlap, but every round finds WALS 1.5x faster
+    drift = latency_verdict("WALS", _latency([0.4, 0.6, 0.8]), "DNN", _latency([0.6, 0.9, 1.2]))
+    assert drift["winner"] == "WALS" and drift["round_ratios"] == pytest.approx([1.5] * 3)
+    # one round the other way round: no verdict, however large the median gap
+    flip = latency_verdict("WALS", _latency([1.0, 1.0, 3.0]), "DNN", _latency([3.0, 3.0, 1.0]))
+    assert flip["winner"] is None
     # order of the arguments does not change the winner
     assert latency_verdict("DNN", slow, "WALS", fast)["winner"] == "WALS"
     assert latency_verdict("WALS", None, "DNN", slow)["winner"] is None

@@ -47,8 +47,8 @@ from ..errors import RecompareError
 
 PATHS = ("static", "computed")
 
-#: a verdict needs the slower model at least this many times slower as well as a
-#: difference beyond the spread across rounds: smaller gaps change with the machine
+#: a verdict needs the slower model at least this many times slower in every round:
+#: smaller gaps change with the machine
 MIN_RATIO = 1.2
 
 
@@ -190,20 +190,24 @@ def latency_verdict(label_a: str, a: PathLatency | None, label_b: str, b: PathLa
                     clock: str = "auto") -> dict:
     """Which of two latencies is lower, only where the gap exceeds the noise.
 
-    A winner needs both: the difference of the medians beyond the sum of the two
-    spreads across rounds, and the slower at least ``min_ratio`` times the faster.
-    Otherwise the verdict is "on par (within noise)".  ``clock`` "auto" compares
-    service times (CPU time, one thread) when both have them, else wall clock;
-    "wall" and "cpu" force one (only p50 has a CPU-time spread).
+    The two were timed in the same interleaved rounds, so each round is a paired
+    comparison: load that slows one round down slows both models alike.  A winner
+    must be at least ``min_ratio`` times faster *in every round*; otherwise the
+    verdict is "on par (within noise)".  (Without per-round figures for both, the
+    difference of the medians must instead exceed the sum of the two spreads across
+    rounds, as well as ``min_ratio``.)  ``clock`` "auto" compares service times (CPU
+    time, one thread) when both have them, else wall clock; "wall" and "cpu" force
+    one (only p50 has a CPU-time figure).
 
     Returns
     -------
     dict with ``verdict`` (one line), ``winner`` (a label or None), ``ratio``
-    (slower / faster, or None) and ``clock`` ("cpu" or "wall").
+    (slower / faster median, or None), ``round_ratios`` (b / a per round, or None)
+    and ``clock`` ("cpu" or "wall").
     """
     if a is None or b is None:
         return {"verdict": "not measured for both", "winner": None, "ratio": None,
-                "clock": None}
+                "round_ratios": None, "clock": None}
     if clock == "auto":
         clock = "cpu" if stat == "p50" and a.clock == b.clock == "cpu" else "wall"
     if clock not in ("cpu", "wall"):
@@ -212,18 +216,29 @@ def latency_verdict(label_a: str, a: PathLatency | None, label_b: str, b: PathLa
         raise RecompareError("CPU-time verdicts need p50 measured on one thread for both")
     key = f"cpu_{stat}" if clock == "cpu" else stat
     va, vb = getattr(a, f"{key}_ms"), getattr(b, f"{key}_ms")
-    noise = getattr(a, f"{key}_spread_ms") + getattr(b, f"{key}_spread_ms")
-    stat = f"{stat} {'service time' if clock == 'cpu' else 'wall'}"
+    label = f"{stat} {'service time' if clock == 'cpu' else 'wall'}"
     fast, slow = (label_a, label_b) if va <= vb else (label_b, label_a)
     low, high = min(va, vb), max(va, vb)
     ratio = high / low if low > 0 else float("inf")
-    if high - low <= noise or ratio < min_ratio:
-        return {"verdict": f"on par (within noise): {stat} {va:.3g} vs {vb:.3g} ms, "
-                           f"spread {noise:.2g} ms",
-                "winner": None, "ratio": ratio, "clock": clock}
-    return {"verdict": f"{fast} better: {stat} {ratio:.1f}x lower than {slow} "
-                       f"({low:.3g} vs {high:.3g} ms, spread {noise:.2g} ms)",
-            "winner": fast, "ratio": ratio, "clock": clock}
+    rounds_a, rounds_b = getattr(a, f"rounds_{key}_ms"), getattr(b, f"rounds_{key}_ms")
+    paired = bool(rounds_a) and rounds_b is not None and len(rounds_a) == len(rounds_b)
+    if paired:
+        per_round = [rb / ra if ra > 0 else float("inf") for ra, rb in zip(rounds_a, rounds_b)]
+        steady = (all(r >= min_ratio for r in per_round)
+                  or all(r <= 1 / min_ratio for r in per_round))
+        noise = f"per-round {label_b}/{label_a} {min(per_round):.2f}-{max(per_round):.2f}x"
+    else:
+        per_round = None
+        spread = getattr(a, f"{key}_spread_ms") + getattr(b, f"{key}_spread_ms")
+        steady = high - low > spread and ratio >= min_ratio
+        noise = f"spread {spread:.2g} ms"
+    out = {"ratio": ratio, "round_ratios": per_round, "clock": clock}
+    if not steady:
+        return {"verdict": f"on par (within noise): {label} {va:.3g} vs {vb:.3g} ms, {noise}",
+                "winner": None, **out}
+    return {"verdict": f"{fast} better: {label} {ratio:.1f}x lower than {slow} "
+                       f"({low:.3g} vs {high:.3g} ms, {noise})",
+            "winner": fast, **out}
 
 
 # ------------------------------------------------------------------ helpers
