@@ -210,11 +210,9 @@ def _items(path) -> np.ndarray:
         return arrays["item_embeddings"]
 
 
-def test_train_dnn_two_processes_match_one_with_the_same_global_batch(tiny_split, tmp_path):
-    """One epoch in 2 processes, resumed from a one-process checkpoint (one spawn keeps
-    the test short), against the same epoch in one process."""
-    import json
-
+def _one_process_reference(tiny_split, tmp_path) -> tuple:
+    """The data set, a one-process checkpoint after epoch 1 (in ``first``) and the same
+    fit run on to epoch 2 in one process (``one``): (data set, checkpoint dir, batch flags)."""
     tiny_split.save(tmp_path / "ds")
     ds, ckpt = tmp_path / "ds", tmp_path / "ckpt"
     batch = ["--batch-size", _batch_with_a_lonely_last_user(tiny_split)]
@@ -223,6 +221,15 @@ def test_train_dnn_two_processes_match_one_with_the_same_global_batch(tiny_split
     assert first.exit_code == 0, first.output
     one = _train_dnn(ds, tmp_path / "one", "--epochs", "2", *batch)
     assert one.exit_code == 0, one.output
+    return ds, ckpt, batch
+
+
+def test_train_dnn_two_processes_match_one_with_the_same_global_batch(tiny_split, tmp_path):
+    """One epoch in 2 processes, resumed from a one-process checkpoint (one spawn keeps
+    the test short), against the same epoch in one process."""
+    import json
+
+    ds, ckpt, batch = _one_process_reference(tiny_split, tmp_path)
     two = _train_dnn(ds, tmp_path / "two", "--epochs", "2", *batch, "--processes", "2",
                      "--resume", str(ckpt))
     assert two.exit_code == 0, two.output
@@ -284,14 +291,7 @@ def test_train_dnn_under_torchrun_matches_one_process_and_resumes(tiny_split, tm
     checkpoint rewritten by rank 0 and one summary on stdout."""
     import json
 
-    tiny_split.save(tmp_path / "ds")
-    ds, ckpt = tmp_path / "ds", tmp_path / "ckpt"
-    batch = ["--batch-size", _batch_with_a_lonely_last_user(tiny_split)]
-    first = _train_dnn(ds, tmp_path / "first", "--epochs", "1", *batch, "--checkpoint-dir",
-                       str(ckpt))
-    assert first.exit_code == 0, first.output
-    one = _train_dnn(ds, tmp_path / "one", "--epochs", "2", *batch)
-    assert one.exit_code == 0, one.output
+    ds, ckpt, batch = _one_process_reference(tiny_split, tmp_path)
     run = _torchrun("train-dnn", str(ds), "-o", str(tmp_path / "two"), "--dim", "16",
                     "--hidden", "24,16", "--dropout", "0.3", "--validation-fraction", "0",
                     "--threads", "1", "--epochs", "2", *batch, "--resume", str(ckpt),
