@@ -42,17 +42,18 @@ SPACES: dict[str, dict[str, Any]] = {
         "iterations": [10, 15, 25],
     },
     "dnn": {
-        "dim": [64, 128],
-        "hidden": [[256], [600], [600, 200]],
-        "dropout": {"uniform": [0.2, 0.6]},
-        "lr": {"log": [1e-3, 1e-2]},
+        # A neighbourhood of the defaults (issue 9 part 5): the wide space of part 4
+        # (dim 64, hidden 600, gravity 0 or 3, mean pooling, no lr decay, ...) drew several
+        # weak settings per trial and all 17 draws scored under the defaults on validation.
+        # pooling (sqrt), hidden (256,) and average_epochs (0) stay at their defaults.
+        "dim": [128, 192],
+        "dropout": {"uniform": [0.3, 0.6]},
+        "lr": {"log": [1.5e-3, 6e-3]},
         "batch_size": [32, 64],
-        "epochs": {"int": [20, 60]},
-        "lr_decay": ["none", "auto", "linear"],
-        "average_epochs": [0, "auto", 10],
-        "target_fraction": {"uniform": [0.2, 0.6]},
-        "gravity": [0.0, 0.3, 1.0, 3.0],
-        "pooling": ["mean", "sqrt"],
+        "epochs": {"int": [30, 60]},
+        "lr_decay": ["auto", "linear"],
+        "target_fraction": {"uniform": [0.35, 0.65]},
+        "gravity": ["auto", 0.5, 2.0],
     },
 }
 

@@ -19,12 +19,17 @@ def test_space_draws_stay_inside_and_are_seeded():
     rng = np.random.default_rng(0)
     draws = [sample_point(SPACES["dnn"], rng) for _ in range(50)]
     for d in draws:
-        assert d["batch_size"] in (32, 64, 128)
-        assert 0.0 <= d["dropout"] <= 0.6
-        assert 1e-3 <= d["lr"] <= 1e-2
-        assert 20 <= d["epochs"] <= 60 and isinstance(d["epochs"], int)
-        assert d["lr_decay"] in ("none", "auto", "linear")
-        assert d["average_epochs"] in (0, "auto", 10)
+        assert d["dim"] in (128, 192)
+        assert d["batch_size"] in (32, 64)
+        assert 0.3 <= d["dropout"] <= 0.6
+        assert 1.5e-3 <= d["lr"] <= 6e-3
+        assert 30 <= d["epochs"] <= 60 and isinstance(d["epochs"], int)
+        assert d["lr_decay"] in ("auto", "linear")
+        assert d["gravity"] in ("auto", 0.5, 2.0)
+        assert 0.35 <= d["target_fraction"] <= 0.65
+    # every choice is drawn at least once in 50 draws
+    assert {d["dim"] for d in draws} == {128, 192}
+    assert {d["gravity"] for d in draws} == {"auto", 0.5, 2.0}
     again = [sample_point(SPACES["dnn"], np.random.default_rng(0)) for _ in range(1)]
     assert again[0] == draws[0]
 
