@@ -434,6 +434,9 @@ def test_cli_defaults_are_the_estimators(data, tmp_path):
     (["--loss", "sampled", "--num-negatives", "99999"], "larger than the catalogue"),
     (["--hidden", "64,x"], "--hidden must be"),
     (["--resume", "/nonexistent/ckpt"], "does not exist"),
+    (["--gravity", "heavy"], "--gravity must be a number or auto"),
+    (["--average-epochs", "1.5"], "--average-epochs must be an integer or auto"),
+    (["--average-epochs", "-1"], "average_epochs must be a non-negative integer"),
 ])
 def test_cli_bad_input_is_one_clear_line(data, tmp_path, args, message):
     data.save(tmp_path / "ds")

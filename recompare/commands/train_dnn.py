@@ -61,27 +61,16 @@ def _input_options(func):
     return func
 
 
-def _parse_gravity(text: str) -> float | str:
-    """``--gravity``: ``auto`` or a number >= 0 (checked by the model)."""
+def _auto_or(convert, option: str, text: str) -> float | int | str:
+    """``auto`` or ``convert(text)`` for an option that takes either (the model checks
+    the range, with its own one-line error)."""
     if text == "auto":
         return text
     try:
-        return float(text)
+        return convert(text)
     except ValueError:
-        raise RecompareError(f"--gravity must be a number or auto, got {text!r}") from None
-
-
-def _parse_average_epochs(text: str) -> int | str:
-    """``--average-epochs``: ``auto`` or a count >= 0."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise RecompareError(f"--average-epochs must be a count >= 0 or auto, got {text!r}")
-    return value
+        kind = "an integer" if convert is int else "a number"
+        raise RecompareError(f"{option} must be {kind} or auto, got {text!r}") from None
 
 
 def _loss_options(func):
@@ -253,8 +242,8 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     if resume is not None and not Path(resume).is_dir():
         raise RecompareError(f"checkpoint directory {resume} does not exist")
     hidden_sizes = parse_hidden(hidden)
-    gravity = _parse_gravity(gravity)
-    average = _parse_average_epochs(average_epochs)
+    gravity = _auto_or(float, "--gravity", gravity)
+    average = _auto_or(int, "--average-epochs", average_epochs)
     loss = _loss_for(click.get_current_context(), loss)
 
     from ..data.dataset import Dataset

@@ -193,9 +193,7 @@ def latency_verdict(label_a: str, a: PathLatency | None, label_b: str, b: PathLa
     The two were timed in the same interleaved rounds, so each round is a paired
     comparison: load that slows one round down slows both models alike.  A winner
     must be at least ``min_ratio`` times faster *in every round*; otherwise the
-    verdict is "on par (within noise)".  (Without per-round figures for both, the
-    difference of the medians must instead exceed the sum of the two spreads across
-    rounds, as well as ``min_ratio``.)  ``clock`` "auto" compares service times (CPU
+    verdict is "on par (within noise)".  ``clock`` "auto" compares service times (CPU
     time, one thread) when both have them, else wall clock; "wall" and "cpu" force
     one (only p50 has a CPU-time figure).
 
@@ -221,17 +219,12 @@ def latency_verdict(label_a: str, a: PathLatency | None, label_b: str, b: PathLa
     low, high = min(va, vb), max(va, vb)
     ratio = high / low if low > 0 else float("inf")
     rounds_a, rounds_b = getattr(a, f"rounds_{key}_ms"), getattr(b, f"rounds_{key}_ms")
-    paired = bool(rounds_a) and rounds_b is not None and len(rounds_a) == len(rounds_b)
-    if paired:
-        per_round = [rb / ra if ra > 0 else float("inf") for ra, rb in zip(rounds_a, rounds_b)]
-        steady = (all(r >= min_ratio for r in per_round)
-                  or all(r <= 1 / min_ratio for r in per_round))
-        noise = f"per-round {label_b}/{label_a} {min(per_round):.2f}-{max(per_round):.2f}x"
-    else:
-        per_round = None
-        spread = getattr(a, f"{key}_spread_ms") + getattr(b, f"{key}_spread_ms")
-        steady = high - low > spread and ratio >= min_ratio
-        noise = f"spread {spread:.2g} ms"
+    if len(rounds_a) != len(rounds_b):
+        raise RecompareError("latency verdicts compare figures timed in the same rounds")
+    per_round = [rb / ra if ra > 0 else float("inf") for ra, rb in zip(rounds_a, rounds_b)]
+    steady = (all(r >= min_ratio for r in per_round)
+              or all(r <= 1 / min_ratio for r in per_round))
+    noise = f"per-round {label_b}/{label_a} {min(per_round):.2f}-{max(per_round):.2f}x"
     out = {"ratio": ratio, "round_ratios": per_round, "clock": clock}
     if not steady:
         return {"verdict": f"on par (within noise): {label} {va:.3g} vs {vb:.3g} ms, {noise}",
