@@ -429,6 +429,12 @@ def test_one_number_format_for_tables_prose_and_benchmarks():
     text = bench_markdown({"scale": "tiny", "suites": {"s": {"figures": {"rows": 1234567,
                                                                          "ratio": 0.123456}}}})
     assert "| rows | 1,234,567 |" in text and "| ratio | 0.1235 |" in text
+    # a ratio figure with its interval shows it beside the value; without one, nothing
+    row = headline({"figures": [{"name": "r", "value": 0.9, "unit": "x",
+                                 "interval": [0.85, 0.95], "target": 0.92, "met": False}]})
+    assert row == [("r", "0.9 x (95% CI 0.85-0.95; target=0.92; NOT met)")]
+    assert "CI" not in headline({"figures": [{"name": "r", "value": 0.9,
+                                              "interval": [None, None]}]})[0][1]
 
 
 def test_results_json_is_written_with_the_shared_encoder(tmp_path):

@@ -5,7 +5,7 @@ from scipy.stats import t as student_t
 
 from recompare.compare.verdicts import paired_verdict
 from recompare.errors import RecompareError
-from recompare.evaluate.stats import compare_pairs, mean_intervals, paired
+from recompare.evaluate.stats import compare_pairs, mean_intervals, paired, ratio_interval
 
 
 def _comparison(a: np.ndarray, b: np.ndarray, method: str = "bootstrap") -> dict:
@@ -120,3 +120,32 @@ def test_bad_arguments_are_one_line_errors():
         mean_intervals(np.zeros(5), method="jackknife")
     with pytest.raises(RecompareError, match="NaN"):
         mean_intervals(np.array([0.1, np.nan, 0.2]))
+
+
+def test_ratio_interval_brackets_the_ratio_of_means_and_keeps_the_pairing():
+    rng = np.random.default_rng(4)
+    b = rng.uniform(0.0, 1.0, size=500)
+    # a proportional model: every resample has the same ratio, so the interval is a point
+    ratio, low, high = ratio_interval(1.1 * b, b)
+    assert ratio == pytest.approx(1.1) and low == pytest.approx(1.1) \
+        and high == pytest.approx(1.1)
+    # noisy pairs: the interval holds the point ratio, is seeded, and narrows with more users
+    a = b * rng.normal(0.95, 0.3, size=500)
+    ratio, low, high = ratio_interval(a, b, seed=2)
+    assert ratio == pytest.approx(a.mean() / b.mean())
+    assert low < ratio < high
+    assert ratio_interval(a, b, seed=2) == (ratio, low, high)
+    _, low_few, high_few = ratio_interval(a[:50], b[:50], seed=2)
+    assert high_few - low_few > high - low
+    # unpaired resampling would be wider: pairing removes the per-user level
+    level = rng.lognormal(0.0, 1.0, size=500)
+    _, lo_p, hi_p = ratio_interval(level * 1.05, level * rng.normal(1.0, 0.05, 500))
+    assert hi_p - lo_p < 0.05
+
+
+def test_ratio_interval_bad_input_and_too_few_users():
+    assert ratio_interval(np.array([0.5]), np.array([0.25]))[1:] == (None, None)
+    with pytest.raises(RecompareError, match="aligned"):
+        ratio_interval(np.zeros(3), np.zeros(4))
+    with pytest.raises(RecompareError, match="NaN"):
+        ratio_interval(np.array([0.1, np.nan]), np.array([0.1, 0.2]))

@@ -120,6 +120,8 @@ def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
     assert set(out["models"]) == {"default DNN", "tuned DNN", "default WALS"}
     for row in out["models"].values():
         assert row["ratio"] == pytest.approx(row["recall@20"] / peer["recall@20"])
+        low, high = row["ratio_interval"]  # paired bootstrap over the test users
+        assert low <= row["ratio"] <= high and low < high
     assert len(out["models"]["default DNN"]["seeds"]) == 2
     # equal budget: as many DNN trials as the peer got grid points (budget 1: one each)
     assert len(peer["grid"]) == len(out["models"]["tuned DNN"]["trials"]) == 1

@@ -390,6 +390,8 @@ def _figures(throughput: dict, scaling: dict, folding: dict, accuracy: dict,
         figures.append({"name": f"recall@20, {name} / tuned implicit ALS "
                                 f"({versus_als['data']}; peer tuned on validation)",
                         "value": round(row["ratio"], 3), "unit": "x",
+                        "interval": [None if v is None else round(v, 3)
+                                     for v in row.get("ratio_interval", (None, None))],
                         "peer_value": round(peer["recall@20"], 4),
                         "target": target, "met": bool(row["ratio"] >= target)})
         if "spread_of_mean" in row and len(row["seeds"]) > 1:

@@ -36,10 +36,12 @@ def _peer_data(dataset: str | os.PathLike | None, scale: str, seed: int):
     return ds, f"planted {ds.n_users} x {ds.n_items}"
 
 
-def _als_recall(als_cls, ds, params: dict, seed: int, threads: int) -> float:
+def _als_recall(als_cls, ds, params: dict, seed: int, threads: int,
+                per_user: bool = False):
     """Weak recall@20 of implicit ALS fit on ``ds.train``, scored on ``ds.split.test``
-    (the validation items when ``ds`` is a validation carve)."""
-    from ..evaluate.metrics import accuracy
+    (the validation items when ``ds`` is a validation carve); with ``per_user``,
+    ``(recall, users, per-user recall)``."""
+    from ..evaluate.metrics import per_query
     from ..models.topk import topk_dot
 
     als = als_cls(iterations=15, random_state=seed, num_threads=threads, **params)
@@ -47,7 +49,10 @@ def _als_recall(als_cls, ds, params: dict, seed: int, threads: int) -> float:
     test = ds.split.test
     has = np.flatnonzero(np.diff(test.indptr) > 0)
     ids, _ = topk_dot(als.user_factors[has], als.item_factors, 20, exclude=ds.train[has])
-    return float(accuracy(ids, test[has], (20,))["metrics"]["recall@20"])
+    values, evaluated = per_query(ids, test[has], (20,))
+    recall = values["recall@20"]
+    mean = float(recall.mean()) if len(recall) else 0.0
+    return (mean, has[evaluated], recall) if per_user else mean
 
 
 def grid_points(grid: dict, budget: int | None, seed: int) -> list[dict]:
@@ -87,11 +92,13 @@ def _tuned_implicit(ds, points: list[dict], threads: int, seed: int) -> dict | N
                 AlternatingLeastSquares, val, params, seed, threads)})
         best = max(trials, key=lambda t: t["validation_recall@20"])
         params = {k: best[k] for k in points[0]}
-        test = _als_recall(AlternatingLeastSquares, ds, params, seed, threads)
+        test, users, per_user = _als_recall(AlternatingLeastSquares, ds, params, seed,
+                                            threads, per_user=True)
     finally:
         if limits is not None:
             limits.restore_original_limits()
-    return {"best": params, "recall@20": test, "grid": trials}
+    return {"best": params, "recall@20": test, "grid": trials,
+            "per_user": {"users": users, "recall@20": per_user}}
 
 
 def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: int | None,
@@ -118,29 +125,50 @@ def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: 
     if peer is None:
         return {"skipped": "implicit is not installed (pip install -e '.[bench]')"}
 
-    def recall(model) -> float:
-        return float(evaluate(model, ds, "weak", ks=(20,), folding=False)["metrics"]["recall@20"])
+    per_user: dict[str, dict] = {}
+
+    def recall(model, name: str | None = None) -> float:
+        result = evaluate(model, ds, "weak", ks=(20,), folding=False,
+                          per_query_metrics=("recall@20",) if name else ())
+        if name:
+            per_user[name] = result["per_query"]
+        return float(result["metrics"]["recall@20"])
 
     out: dict[str, Any] = {"data": source, "implicit": peer, "models": {}}
     say("default DNN")
     per_seed = []
     for s in range(seed, seed + seeds):
         start = time.perf_counter()
-        per_seed.append({"seed": s, "recall@20": recall(SoftmaxDNN(threads=threads,
-                                                                   random_state=s).fit(ds)),
+        model = SoftmaxDNN(threads=threads, random_state=s).fit(ds)
+        per_seed.append({"seed": s, "recall@20": recall(model, "default DNN" if s == seed
+                                                        else None),
                          "seconds": time.perf_counter() - start})
     values = np.array([r["recall@20"] for r in per_seed])
     out["models"]["default DNN"] = {"recall@20": float(values[0]), "seeds": per_seed,
                                     "spread_of_mean": float(np.ptp(values) / values.mean())}
     say("default WALS")
-    out["models"]["default WALS"] = {"recall@20": recall(WALS(random_state=seed).fit(ds))}
+    out["models"]["default WALS"] = {"recall@20": recall(WALS(random_state=seed).fit(ds),
+                                                            "default WALS")}
     say(f"tuned DNN ({len(points)} trials on validation, as many as the peer's)")
     start = time.perf_counter()
     result = tune(ds, "dnn", len(points), random_state=seed)
     tuned = fit_best(ds, "dnn", result, seed)
-    out["models"]["tuned DNN"] = {"recall@20": recall(tuned), "params": result.params,
+    out["models"]["tuned DNN"] = {"recall@20": recall(tuned, "tuned DNN"), "params": result.params,
                                   "trials": result.trials,
                                   "seconds": time.perf_counter() - start}
-    for row in out["models"].values():
+    peer_values = peer.pop("per_user")
+    for name, row in out["models"].items():
         row["ratio"] = row["recall@20"] / max(peer["recall@20"], 1e-12)
+        row["ratio_interval"] = _ratio_interval(per_user[name], peer_values, seed)
     return out
+
+
+def _ratio_interval(model: dict, peer: dict, seed: int) -> list[float | None]:
+    """95% paired bootstrap interval of a model's recall@20 over the peer's, on the test
+    users both answered (the model's test users are the peer's: the same split)."""
+    from ..evaluate.stats import paired, ratio_interval
+
+    _, a, b = paired({"r": model["recall@20"]}, model["users"],
+                     {"r": peer["recall@20"]}, peer["users"])
+    _, low, high = ratio_interval(a["r"], b["r"], seed=seed)
+    return [low, high]

@@ -140,6 +140,45 @@ def mean_intervals(differences: np.ndarray, confidence: float = CONFIDENCE,
             for v, lo, hi in zip(means, lows, highs)]
 
 
+def ratio_interval(values_a: np.ndarray, values_b: np.ndarray,
+                   confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0
+                   ) -> tuple[float, float | None, float | None]:
+    """The ratio of two models' means over the same queries, with a paired bootstrap
+    interval: ``mean(a) / mean(b)`` and the quantiles of that ratio over ``resamples``
+    resamples of the queries (the same queries for both, so the ratio keeps the pairing).
+
+    Parameters
+    ----------
+    values_a, values_b : ndarray of shape (n,)
+        Per-query values of the two models, aligned (:func:`paired`).
+    confidence, resamples, seed
+        As in :func:`mean_intervals` (bootstrap only).
+
+    Returns
+    -------
+    (ratio, low, high)
+        ``low``/``high`` are None with fewer than two queries; resamples where ``b``'s
+        mean is 0 are left out (all of them: None).
+    """
+    _check(confidence, "bootstrap", resamples)
+    a = np.asarray(values_a, dtype=np.float64)
+    b = np.asarray(values_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise RecompareError(f"ratio needs two aligned vectors, got {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise RecompareError("per-query values contain NaN or infinite values")
+    ratio = float(a.mean() / b.mean()) if len(b) and b.mean() != 0 else float("nan")
+    if len(a) < 2:
+        return ratio, None, None
+    boot = _bootstrap_means(np.column_stack([a, b]), resamples, seed)
+    keep = boot[:, 1] != 0
+    if not keep.any():
+        return ratio, None, None
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(boot[keep, 0] / boot[keep, 1], [alpha, 1.0 - alpha])
+    return ratio, float(low), float(high)
+
+
 def paired(values_a: Mapping[str, np.ndarray], users_a: np.ndarray,
            values_b: Mapping[str, np.ndarray], users_b: np.ndarray
            ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:

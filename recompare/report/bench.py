@@ -41,6 +41,9 @@ def headline(suite: dict, scale: str = "full") -> list[tuple[str, Any]]:
             label = fig.get("name", "?")
             value = fig.get("value")
             extra = []
+            low, high = fig.get("interval") or (None, None)
+            if low is not None and high is not None:
+                extra.append(f"95% CI {_fmt(low)}-{_fmt(high)}")
             for key in ("peer_value", "ratio"):
                 if fig.get(key) is not None:
                     extra.append(f"{key}={_fmt(fig[key])}")
