@@ -27,8 +27,10 @@ def test_space_draws_stay_inside_and_are_seeded():
         assert d["lr_decay"] in ("auto", "linear")
         assert d["gravity"] in ("auto", 0.5, 2.0)
         assert 0.35 <= d["target_fraction"] <= 0.65
+        assert d["normalize"] in (False, True) and d["temperature"] in (0.1, 0.125)
     # every choice is drawn at least once in 50 draws
     assert {d["dim"] for d in draws} == {128, 192}
+    assert {d["normalize"] for d in draws} == {False, True}
     assert {d["gravity"] for d in draws} == {"auto", 0.5, 2.0}
     again = [sample_point(SPACES["dnn"], np.random.default_rng(0)) for _ in range(1)]
     assert again[0] == draws[0]
