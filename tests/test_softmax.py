@@ -418,6 +418,9 @@ def test_cli_defaults_are_the_estimators(data, tmp_path):
         expected = signature[name].default
         if name == "hidden":
             expected = ",".join(map(str, expected))
+        if name == "normalize":  # a flag cannot default to "auto": unset (None) stands for it
+            assert default is None and expected == "auto"
+            continue
         assert default == expected, name
     data.save(tmp_path / "ds")
     result = CliRunner().invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o",
@@ -542,7 +545,8 @@ def test_cli_negatives_need_the_sampled_loss(tmp_path):
 def test_average_epochs_means_the_last_epochs_weights(data, tmp_path):
     """average_epochs=1 is the last epoch; 3 is the mean of the last three epochs' weights,
     also across a checkpoint; a resume that moves the window before it is refused."""
-    params = dict(FAST, epochs=4, average_epochs=0)
+    # dot-product scores: item_embeddings() are then the (averaged) weights themselves
+    params = dict(FAST, epochs=4, average_epochs=0, normalize=False)
     last = SoftmaxDNN(**params).fit(data)
     assert np.array_equal(SoftmaxDNN(**dict(params, average_epochs=1)).fit(data).item_embeddings(),
                           last.item_embeddings())
@@ -609,3 +613,28 @@ def test_lr_decay_changes_training_and_is_checked(data):
     assert not np.allclose(plain, decayed, atol=1e-4)
     with pytest.raises(RecompareError, match="lr_decay must be one of"):
         SoftmaxDNN(**dict(params, lr_decay="step")).fit(data)
+
+
+def test_auto_normalize_means_cosine_scores_with_the_full_loss_only(data, tmp_path):
+    """normalize="auto": unit-norm items and |query| = 1 / temperature with the full loss;
+    plain dot products with a sampled loss (the folding variants keep their behaviour)."""
+    full = SoftmaxDNN(**dict(FAST, epochs=2)).fit(data)
+    assert full.normalize_value() and full.temperature == 0.1
+    assert np.allclose(np.linalg.norm(full.item_embeddings(), axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(full.query_embeddings(), axis=1), 10.0, atol=1e-3)
+    sampled = SoftmaxDNN(**dict(FAST, epochs=2, loss="sampled", num_negatives=8))
+    assert not sampled.fit(data).normalize_value()
+    assert not np.allclose(np.linalg.norm(sampled.item_embeddings(), axis=1), 1.0, atol=1e-3)
+    assert not SoftmaxDNN(normalize=False).normalize_value()
+    # the CLI: no flag = auto (saved as such), --no-normalize turns it off
+    data.save(tmp_path / "ds")
+    for flag, saved in (([], "auto"), (["--no-normalize"], False)):
+        out = tmp_path / f"m{len(flag)}"
+        result = CliRunner().invoke(main, ["train-dnn", str(tmp_path / "ds"), "-o", str(out),
+                                           "--epochs", "1", "--dim", "8", "--hidden", "8",
+                                           "--json", *flag])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["params"]["normalize"] == saved
+        assert load_model(out).normalize == saved
+    with pytest.raises(RecompareError, match="normalize must be"):
+        SoftmaxDNN(**dict(FAST, normalize="yes")).fit(data)

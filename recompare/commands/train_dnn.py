@@ -48,11 +48,11 @@ def _tower_options(func):
 
 def _input_options(func):
     """``--features``, ``--dropout``, ``--normalize``."""
-    func = _option("--normalize/--no-normalize", param="normalize",
-                   help="L2-normalise query and item embeddings; scores are "
-                        "cosine / --temperature.")(func)
+    func = click.option("--normalize/--no-normalize", default=None,
+                        help="L2-normalise query and item embeddings; scores are "
+                             "cosine / --temperature.  [default: with the full loss]")(func)
     func = _option("--temperature", param="temperature", type=float,
-                   help="Temperature of normalised scores (with --normalize).")(func)
+                   help="Temperature of normalised scores (with normalisation).")(func)
     func = _option("--dropout", param="dropout", type=float,
                    help="Dropout after each hidden layer.")(func)
     func = _option("--features", param="features",
@@ -203,7 +203,8 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 @threads_option
 @json_option
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
-              features: str, dropout: float, temperature: float, normalize: bool, loss: str,
+              features: str, dropout: float, temperature: float, normalize: bool | None,
+              loss: str,
               negatives: str, num_negatives: int, gravity: str, epochs: int,
               average_epochs: str, batch_size: int, lr: float, lr_decay: str,
               optimizer: str,
@@ -252,7 +253,8 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
     data = Dataset.load(dataset)
     model = SoftmaxDNN(
         dim=dim, hidden=hidden_sizes, activation=activation, dropout=dropout,
-        features=features, normalize=normalize, temperature=temperature, loss=loss,
+        features=features, normalize="auto" if normalize is None else normalize,
+        temperature=temperature, loss=loss,
         negatives=negatives, num_negatives=num_negatives, gravity=gravity, epochs=epochs,
         average_epochs=average, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
         optimizer=optimizer,

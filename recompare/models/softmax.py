@@ -94,8 +94,10 @@ class SoftmaxDNN(Recommender):
         weighted by interaction value, or sum divided by sqrt(|bag|).
     tie_embeddings : bool
         Use the output item embeddings V as input embeddings of the history bag.
-    normalize : bool
-        L2-normalise query and item embeddings (cosine scores) ...
+    normalize : bool or "auto"
+        L2-normalise query and item embeddings (cosine scores) ...  ``"auto"``: with the
+        full loss only (chosen on validation: docs/tuning.md), so that the sampled
+        variants, positives-only included, keep their own (dot-product) behaviour.
     temperature : float > 0
         ... and divide the query by this (scores = cos / temperature).
     loss : {"full", "sampled"}
@@ -109,7 +111,10 @@ class SoftmaxDNN(Recommender):
     gravity : float >= 0 or "auto"
         Coefficient of the gravity penalty ``(1/(M N)) sum_i sum_j <U_i, V_j>^2``.
         ``"auto"``: :data:`AUTO_GRAVITY` with the full loss, 0 with a sampled one (so
-        that the sampled variants, positives-only included, keep their own behaviour).
+        that the sampled variants, positives-only included, keep their own behaviour);
+        with cosine scores it is multiplied by ``temperature**2``, so that the penalty is
+        :data:`AUTO_GRAVITY` times the mean squared *cosine* (the scores ``<U_i, V_j>`` are
+        cosines divided by the temperature).
     epochs, batch_size, lr : training length, users per batch, learning rate
     average_epochs : int >= 0 or "auto"
         Return the mean of the weights after each of the last ``average_epochs``
@@ -159,8 +164,8 @@ class SoftmaxDNN(Recommender):
         features: str | Sequence[str] = "auto",
         pooling: str = "sqrt",
         tie_embeddings: bool = False,
-        normalize: bool = False,
-        temperature: float = 1.0,
+        normalize: bool | str = "auto",
+        temperature: float = 0.1,
         loss: str = "full",
         negatives: str = "uniform",
         num_negatives: int = 256,
@@ -363,15 +368,24 @@ class SoftmaxDNN(Recommender):
             return self.epochs // AUTO_AVERAGE_SHARE
         return min(int(self.average_epochs), self.epochs)
 
+    def normalize_value(self) -> bool:
+        """Whether scores are cosines (``"auto"`` resolved by the loss: the full one)."""
+        if self.normalize == "auto":
+            return self.loss == "full"
+        return bool(self.normalize)
+
     def gravity_value(self) -> float:
         """The gravity coefficient in effect (``"auto"`` resolved by the loss)."""
         if self.gravity == "auto":
-            return AUTO_GRAVITY if self.loss == "full" else 0.0
+            if self.loss != "full":
+                return 0.0
+            scale = float(self.temperature) ** 2 if self.normalize_value() else 1.0
+            return AUTO_GRAVITY * scale
         return float(self.gravity)
 
     def _build_tower(self, n_items: int, schema: FeatureSchema) -> QueryTower:
         return QueryTower(n_items, self.dim, as_hidden(self.hidden), self.activation,
-                          self.dropout, schema, self.tie_embeddings, self.normalize,
+                          self.dropout, schema, self.tie_embeddings, self.normalize_value(),
                           self.temperature, sparse_out=self._sparse_output(),
                           pooling=self.pooling, init_scale=self.init_scale)
 

@@ -43,6 +43,8 @@ def validate(model: SoftmaxDNN, dataset) -> None:
     check(0 <= model.dropout < 1, f"dropout must be in [0, 1), got {model.dropout}")
     check(model.pooling in POOLINGS,
           f"pooling must be one of {', '.join(POOLINGS)}, got {model.pooling!r}")
+    check(model.normalize == "auto" or isinstance(model.normalize, (bool, np.bool_)),
+          f"normalize must be true, false or 'auto', got {model.normalize!r}")
     check(model.temperature > 0, f"temperature must be positive, got {model.temperature}")
     check(model.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {model.loss!r}")
     check(model.negatives in NEGATIVES,
