@@ -36,11 +36,11 @@ def _peer_data(dataset: str | os.PathLike | None, scale: str, seed: int):
     return ds, f"planted {ds.n_users} x {ds.n_items}"
 
 
-def _als_recall(als_cls, ds, params: dict, seed: int, threads: int,
-                per_user: bool = False):
+def _als_recall(als_cls, ds, params: dict, seed: int, threads: int
+                ) -> tuple[float, dict[str, np.ndarray]]:
     """Weak recall@20 of implicit ALS fit on ``ds.train``, scored on ``ds.split.test``
-    (the validation items when ``ds`` is a validation carve); with ``per_user``,
-    ``(recall, users, per-user recall)``."""
+    (the validation items when ``ds`` is a validation carve), and the per-user values
+    (``{"users", "recall@20"}``, as ``evaluate``'s ``per_query``)."""
     from ..evaluate.metrics import per_query
     from ..models.topk import topk_dot
 
@@ -52,7 +52,7 @@ def _als_recall(als_cls, ds, params: dict, seed: int, threads: int,
     values, evaluated = per_query(ids, test[has], (20,))
     recall = values["recall@20"]
     mean = float(recall.mean()) if len(recall) else 0.0
-    return (mean, has[evaluated], recall) if per_user else mean
+    return mean, {"users": has[evaluated], "recall@20": recall}
 
 
 def grid_points(grid: dict, budget: int | None, seed: int) -> list[dict]:
@@ -67,10 +67,11 @@ def grid_points(grid: dict, budget: int | None, seed: int) -> list[dict]:
     return points
 
 
-def _tuned_implicit(ds, points: list[dict], threads: int, seed: int) -> dict | None:
+def _tuned_implicit(ds, points: list[dict], threads: int, seed: int
+                    ) -> tuple[dict, dict[str, np.ndarray]] | None:
     """implicit ALS tuned over ``points`` on a validation carve of ``ds``'s training
-    part, then refit on the whole training part and scored on test; None without
-    implicit."""
+    part, then refit on the whole training part and scored on test: its summary and
+    its per-user test recall; None without implicit."""
     try:
         from implicit.cpu.als import AlternatingLeastSquares
     except ImportError:
@@ -89,16 +90,14 @@ def _tuned_implicit(ds, points: list[dict], threads: int, seed: int) -> dict | N
         trials = []
         for params in points:
             trials.append({**params, "validation_recall@20": _als_recall(
-                AlternatingLeastSquares, val, params, seed, threads)})
+                AlternatingLeastSquares, val, params, seed, threads)[0]})
         best = max(trials, key=lambda t: t["validation_recall@20"])
         params = {k: best[k] for k in points[0]}
-        test, users, per_user = _als_recall(AlternatingLeastSquares, ds, params, seed,
-                                            threads, per_user=True)
+        test, per_user = _als_recall(AlternatingLeastSquares, ds, params, seed, threads)
     finally:
         if limits is not None:
             limits.restore_original_limits()
-    return {"best": params, "recall@20": test, "grid": trials,
-            "per_user": {"users": users, "recall@20": per_user}}
+    return {"best": params, "recall@20": test, "grid": trials}, per_user
 
 
 def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: int | None,
@@ -121,9 +120,10 @@ def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: 
     points = grid_points(grid, tune_budget, seed)
     say(f"accuracy vs implicit ALS on {source}: tuning the peer on validation "
         f"({len(points)} grid points)")
-    peer = _tuned_implicit(ds, points, threads, seed)
-    if peer is None:
+    tuned_peer = _tuned_implicit(ds, points, threads, seed)
+    if tuned_peer is None:
         return {"skipped": "implicit is not installed (pip install -e '.[bench]')"}
+    peer, peer_values = tuned_peer
 
     per_user: dict[str, dict] = {}
 
@@ -156,7 +156,6 @@ def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: 
     out["models"]["tuned DNN"] = {"recall@20": recall(tuned, "tuned DNN"), "params": result.params,
                                   "trials": result.trials,
                                   "seconds": time.perf_counter() - start}
-    peer_values = peer.pop("per_user")
     for name, row in out["models"].items():
         row["ratio"] = row["recall@20"] / max(peer["recall@20"], 1e-12)
         row["ratio_interval"] = _ratio_interval(per_user[name], peer_values, seed)
