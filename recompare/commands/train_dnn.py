@@ -35,7 +35,10 @@ def _option(*decls: str, param: str, **kwargs):
 
 
 def _tower_options(func):
-    """``--dim``, ``--hidden``, ``--activation``."""
+    """``--dim``, ``--hidden``, ``--activation``, ``--members``."""
+    func = _option("--members", param="members", type=int,
+                   help="Train this many networks (own seeds) and serve the mean of their "
+                        "scores: members x the training and serving cost.")(func)
     func = _option("--activation", param="activation", type=click.Choice(("relu", "tanh")),
                    help="Activation of the hidden layers.")(func)
     func = click.option("--hidden", default=_hidden_text(DEFAULTS["hidden"]), show_default=True,
@@ -203,7 +206,7 @@ def _loss_for(ctx: click.Context, loss: str) -> str:
 @threads_option
 @json_option
 def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
-              features: str, dropout: float, temperature: float, normalize: bool | None,
+              members: int, features: str, dropout: float, temperature: float, normalize: bool | None,
               loss: str,
               negatives: str, num_negatives: int, gravity: str, epochs: int,
               average_epochs: str, batch_size: int, lr: float, lr_decay: str,
@@ -259,7 +262,8 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         average_epochs=average, batch_size=batch_size, lr=lr, lr_decay=lr_decay,
         optimizer=optimizer,
         patience=patience or None,  # --patience 0: no early stopping
-        validation_fraction=validation_fraction, random_state=random_state, threads=threads,
+        validation_fraction=validation_fraction, members=members, random_state=random_state,
+        threads=threads,
     )
     model.check(data)  # bad input fails here, before the progress bar appears
     if checkpoint_dir is None and resume is not None:
@@ -278,7 +282,7 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
         model = SoftmaxDNN.load(output)
     else:
         console = stderr_console()
-        with _EpochProgress(console, epochs) as progress:
+        with _EpochProgress(console, epochs, members) as progress:
             model.fit(data, callback=progress.callback, checkpoint_dir=checkpoint_dir,
                       resume_from=resume)
         model.save(output, overwrite=overwrite)
@@ -294,7 +298,9 @@ def train_dnn(dataset: str, output: str, dim: int, hidden: str, activation: str,
             ("features", ", ".join(info["features"])),
             ("loss", loss if loss == "full" else f"sampled, negatives {negatives}"),
             ("gravity", f"{model.gravity_value():g}"),
-            ("epochs run", str(info["epochs_run"])),
+            ("epochs run", str(info["epochs_run"]) if "members" not in info else
+             " + ".join(str(m["epochs_run"]) for m in info["members"])
+             + f" ({len(info['members'])} members)"),
             ("best epoch", str(info.get("best_epoch") or "-")),
             ("validation recall@20", "-" if best is None else f"{best:.4f}"),
             ("validation", info.get("validation") or "none"),
@@ -360,7 +366,7 @@ def train_process(ctx, dataset: str, params: dict, checkpoint_dir: str | None,
 class _EpochProgress:
     """A rich progress bar over epochs showing the loss and validation recall."""
 
-    def __init__(self, console, epochs: int) -> None:
+    def __init__(self, console, epochs: int, members: int = 1) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -374,7 +380,8 @@ class _EpochProgress:
             TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
             console=console, transient=False,
         )
-        self.task = self.progress.add_task("epochs", total=epochs, status="")
+        self.epochs, self.members = epochs, members
+        self.task = self.progress.add_task("epochs", total=epochs * members, status="")
 
     def __enter__(self):
         self.progress.__enter__()
@@ -385,19 +392,24 @@ class _EpochProgress:
 
     def callback(self, event: dict) -> None:
         stage = event.get("stage")
+        # an ensemble's members report one after the other: member k's epochs follow
+        # the k earlier members' on the bar
+        member = event.get("member")
+        before = 0 if member is None else member * self.epochs
+        who = "" if member is None else f"member {member + 1}/{self.members}: "
         if stage == "start":
-            self.progress.update(self.task, completed=event.get("start_epoch", 0),
-                                 status=f"{event['users']} users, {event['items']} items")
+            self.progress.update(self.task, completed=before + event.get("start_epoch", 0),
+                                 status=f"{who}{event['users']} users, {event['items']} items")
         elif stage == "batch":
-            self.progress.update(self.task, status=f"epoch {event['epoch']}: batch "
+            self.progress.update(self.task, status=f"{who}epoch {event['epoch']}: batch "
                                  f"{event['batch']}/{event['batches']}")
         elif stage == "epoch":
             val = event.get("validation_recall")
-            status = f"loss {event['loss']:.4f}"
+            status = f"{who}loss {event['loss']:.4f}"
             if val is not None:
                 status += f"  val recall@20 {val:.4f} (best epoch {event.get('best_epoch')})"
-            self.progress.update(self.task, completed=event["epoch"], status=status)
-        elif stage == "done":
+            self.progress.update(self.task, completed=before + event["epoch"], status=status)
+        elif stage == "done" and member is None:
             self.progress.update(self.task, total=max(1, event["epochs_run"]),
                                  completed=event["epochs_run"])
 

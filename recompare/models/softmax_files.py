@@ -54,7 +54,9 @@ def read_schema(path: str | os.PathLike, meta: dict, model) -> tuple[FeatureSche
              "item_embeddings": ArraySpec("f", ("n_items", "dim"))}
     specs.update({f"vocab_{i}": ArraySpec("U", (None,))
                   for i in range(len(schema["categorical"]))})
-    dims = {"n_users": model.n_users_, "n_items": model.n_items_, "dim": model.dim}
+    # an ensemble serves its members' embeddings side by side
+    dims = {"n_users": model.n_users_, "n_items": model.n_items_,
+            "dim": model.dim * model.members}
     arrays = read_model_arrays(path, specs, dims)
     return FeatureSchema.from_json(schema, arrays), arrays
 

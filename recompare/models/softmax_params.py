@@ -90,6 +90,8 @@ def validate(model: SoftmaxDNN, dataset) -> None:
         check(not model.patience or model.validation_fraction > 0,
               "early stopping (patience) needs validation data: set validation_fraction "
               "(e.g. 0.2)")
+    check(is_int(model.members) and model.members >= 1,
+          f"members must be a positive integer, got {model.members!r}")
     check(is_int(model.threads) and model.threads >= 0,
           f"threads must be a non-negative integer, got {model.threads}")
     check(dataset.n_items > 1, "the data set needs at least two items")

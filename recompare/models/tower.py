@@ -339,6 +339,34 @@ class QueryTower(nn.Module):
         return F.normalize(self.item_out, dim=1) if self.normalize else self.item_out
 
 
+class EnsembleTower(nn.Module):
+    """Several independently trained towers served as one model.
+
+    A query embeds as the concatenation of its members' embeddings divided by their
+    number, an item as the concatenation of its members' embeddings, so that a dot
+    product is the *mean* of the members' scores: top-k, fold-in, export and the ANN
+    index serve an ensemble exactly as they serve one tower of ``dim = members x dim``.
+    Only serving goes through this class; each member trains alone (``SoftmaxDNN``).
+    """
+
+    def __init__(self, towers: Sequence[QueryTower]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(towers)
+        self.dim = sum(tower.dim for tower in towers)
+        self.n_items = towers[0].n_items
+        self.schema = towers[0].schema
+
+    def query(self, batch: Batch, gen: torch.Generator | None = None,
+              rows: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
+        """The members' queries side by side, over their number, Tensor (B, dim)."""
+        parts = [tower.query(batch, gen, rows) for tower in self.members]
+        return torch.cat(parts, dim=1) / len(parts)
+
+    def item_matrix(self) -> torch.Tensor:
+        """The members' output embeddings side by side, Tensor (N, dim)."""
+        return torch.cat([tower.item_matrix() for tower in self.members], dim=1)
+
+
 def embed_queries(tower: QueryTower, matrix: sp.csr_matrix, user_cats: np.ndarray,
                   user_nums: np.ndarray, users: np.ndarray | None = None,
                   chunk: int = 4096) -> np.ndarray:
