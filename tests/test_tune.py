@@ -127,6 +127,19 @@ def test_bench_peer_is_tuned_on_validation_and_ratios_reported():
     assert len(out["models"]["default DNN"]["seeds"]) == 2
     # equal budget: as many DNN trials as the peer got grid points (budget 1: one each)
     assert len(peer["grid"]) == len(out["models"]["tuned DNN"]["trials"]) == 1
+    # ... and the compute each side spent, since a DNN trial may train several members
+    assert peer["seconds"] > 0 and out["models"]["tuned DNN"]["seconds"] > 0
+    from recompare.bench.dnn import _figures
+
+    rows = _figures({"ratio": 1, "achieved_gflops": 1, "peak_gflops": 1, "ratio_cpu_time": 1},
+                    {"catalogues": [1, 2], "by_catalogue": {}, "sampled_growth": 1,
+                     "full_growth": 1, "sampled_growth_cpu_time": 1},
+                    {w: {"min_ratio": 9, "none": {"leakage@10": 0.5}}
+                     for w in ("planted", "mirror")},
+                    {"data": "x", "ratio": 2, "popularity_recall@20": 0.1}, out)
+    cost = [r for r in rows if r["name"].startswith("tuning and refit seconds")]
+    assert len(cost) == 1 and cost[0]["value"] == pytest.approx(
+        out["models"]["tuned DNN"]["seconds"] / peer["seconds"], rel=0.06, abs=0.06)
 
 
 def test_bench_peer_grid_is_sampled_to_the_budget():

@@ -86,6 +86,7 @@ def _tuned_implicit(ds, points: list[dict], threads: int, seed: int
         limits = threadpool_limits(1, "blas")
     except ImportError:  # pragma: no cover
         limits = None
+    start = time.perf_counter()
     try:
         trials = []
         for params in points:
@@ -97,7 +98,8 @@ def _tuned_implicit(ds, points: list[dict], threads: int, seed: int
     finally:
         if limits is not None:
             limits.restore_original_limits()
-    return {"best": params, "recall@20": test, "grid": trials}, per_user
+    return {"best": params, "recall@20": test, "grid": trials,
+            "seconds": time.perf_counter() - start}, per_user
 
 
 def accuracy_vs_peer(dataset, scale: str, threads: int, seed: int, tune_budget: int | None,
