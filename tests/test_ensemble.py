@@ -82,8 +82,13 @@ def test_save_load_round_trip(pair, tmp_path):
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     meta["params"]["members"] = 1
     (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(RecompareError):
+    with pytest.raises(RecompareError, match="axis 1 should be 8"):
         load_model(tmp_path / "m")
+    for bad in (0, None, "2", True, 2.0):
+        meta["params"]["members"] = bad
+        (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+        with pytest.raises(RecompareError, match="members must be a positive integer"):
+            load_model(tmp_path / "m")
 
 
 def test_resume_resumes_each_member(data, tmp_path):

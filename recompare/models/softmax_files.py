@@ -54,6 +54,10 @@ def read_schema(path: str | os.PathLike, meta: dict, model) -> tuple[FeatureSche
              "item_embeddings": ArraySpec("f", ("n_items", "dim"))}
     specs.update({f"vocab_{i}": ArraySpec("U", (None,))
                   for i in range(len(schema["categorical"]))})
+    members = model.members
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise refuse(file, _WHAT, f"params: members must be a positive integer, got "
+                                  f"{members!r}")
     # an ensemble serves its members' embeddings side by side
     dims = {"n_users": model.n_users_, "n_items": model.n_items_,
             "dim": model.dim * model.members}
