@@ -306,6 +306,48 @@ def test_report_files(tmp_path, small, results, monkeypatch):
     assert "| **Folding** |" in text and "folding_map.png" in text
     saved = json.loads((out / "results.json").read_text())
     assert saved["table"][0]["question"] == "Accuracy"
+    # without --tune, the report says that each family ran with its defaults
+    assert saved["tuning"]["budget"] is None
+    assert "## Configurations" in text and "each family's defaults (no --tune" in text
+
+
+def test_tune_command_reports_the_chosen_configurations(tmp_path, small, monkeypatch):
+    """compare --tune N: both families tuned with N trials on validation; the report
+    (terminal, report.md, results.json) shows each pick beside the defaults, and the
+    seconds each search took."""
+    import recompare.compare as compare_module
+    import recompare.tune as tune_module
+
+    def fake_run(dataset, **kwargs):
+        kwargs["variants"] = FAST[:3] + [FAST[5]]
+        kwargs["serving_queries"] = 5
+        return run_comparison(dataset, **kwargs)
+
+    monkeypatch.setattr(compare_module, "run_comparison", fake_run)
+    # small spaces, so that trials take a second; trial 0 is still the family defaults
+    monkeypatch.setitem(tune_module.SPACES, "wals", {"dim": [8, 16], "iterations": [3, 4]})
+    monkeypatch.setitem(tune_module.SPACES, "dnn", {"dim": [8], "hidden": [[16]],
+                                                    "epochs": [3, 4], "members": [1, 2]})
+    small.save(tmp_path / "ds5")
+    out = tmp_path / "tuned"
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "ds5"), "-o", str(out),
+                                       "--tune", "2", "--quick"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    tuning = saved["tuning"]
+    assert tuning["budget"] == 2
+    for name, family in (("WALS", "wals"), ("DNN", "dnn")):
+        entry = tuning[name]
+        assert entry["family"] == family and len(entry["trials"]) == 2
+        assert entry["seconds"] == pytest.approx(sum(t["seconds"] for t in entry["trials"]))
+        best = max(entry["trials"], key=lambda t: t["score"])
+        assert entry["chosen"] == best["params"]
+        trained = saved["models"][name]["params"]  # the compared model runs the pick
+        assert {k: trained[k] for k in entry["chosen"]} == entry["chosen"]
+    text = (out / "report.md").read_text()
+    assert "## Configurations" in text
+    assert text.count("tuned: 2 trials on validation") == 2
+    assert "Configurations" in result.stdout and "tuned: 2 trials" in result.stdout
 
 
 def test_folding_mirror_command(tmp_path, small, monkeypatch):

@@ -260,6 +260,9 @@ def _tune_families(dataset: Any, runs: list[Variant], budget: int, seed: int,
                              "defaults": result.trials[0]["params"],
                              "validation_recall@20": max(t["score"] for t in result.trials),
                              "default_validation_recall@20": result.trials[0]["score"],
+                             # the same number of trials is not the same compute (a DNN
+                             # trial may train several members): the seconds say how much
+                             "seconds": sum(t["seconds"] for t in result.trials),
                              "trials": result.trials}
     return out
 

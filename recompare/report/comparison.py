@@ -45,6 +45,49 @@ DETAIL_HEADERS = {"recall@20": "recall\n@20", "recall_norm@20": "recall_norm\n@2
 WIDE_LAYOUT_COLUMNS = 140
 
 
+def configuration_rows(results: dict) -> list[tuple[str, str]]:
+    """What each family ran with: ``(model, text)`` per tuned family (trials, seconds,
+    validation recall@20 of the pick against the defaults', the parameters that changed),
+    or one row saying that the family defaults were used (no ``--tune``)."""
+    tuning = results.get("tuning") or {}
+    if not tuning.get("budget"):
+        return [("WALS and DNN", ("each family's defaults (no --tune; --tune N searches "
+                                  "both with N trials each on validation)"))]
+
+    def value(v) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    rows = []
+    for name, entry in tuning.items():
+        if not isinstance(entry, dict):
+            continue
+        changed = [f"{k} {value(v)} (default {value(entry['defaults'].get(k))})"
+                   for k, v in entry["chosen"].items() if entry["defaults"].get(k) != v]
+        text = (f"tuned: {len(entry['trials'])} trials on validation in "
+                f"{_seconds(entry.get('seconds', 0))}, recall@20 {entry['validation_recall@20']:.4f} "
+                f"vs {entry['default_validation_recall@20']:.4f} for the defaults; "
+                + ("chose " + ", ".join(changed) if changed else "the defaults won"))
+        rows.append((name, text))
+    return rows
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
+def _configuration_table(results: dict):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Configurations", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_header=False, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")
+    for name, text in configuration_rows(results):
+        table.add_row(f"[bold]{name}[/]", text)
+    return table
+
+
 def rich_tables(results: dict, width: int = 120) -> list:
     """The comparison and every model's numbers as rich tables that fit ``width`` columns.
 
@@ -61,7 +104,7 @@ def rich_tables(results: dict, width: int = 120) -> list:
     rows = model_rows(results)
     details = split_to_fit(lambda chunk, part: _detail_table(rows, chunk, part),
                            list(DETAIL_COLUMNS), width, measure=natural_width)
-    return [table, *details]
+    return [table, _configuration_table(results), *details]
 
 
 def _wide_comparison(results: dict):
@@ -141,6 +184,8 @@ def markdown(results: dict, plots: dict[str, str] | None = None) -> str:
     for row in results["table"]:
         lines.append(f"| **{row['question']}** | {row['measure']} | {row['wals']} | "
                      f"{row['dnn']} | {row['verdict']} |")
+    lines += ["", "## Configurations", ""]
+    lines += [f"- **{name}**: {text}" for name, text in configuration_rows(results)]
     lines += ["", "## Every model, every protocol", ""]
     rows = model_rows(results)
     columns = ["model", "protocol", *DETAIL_COLUMNS]
