@@ -285,36 +285,11 @@ def test_compare_command_rejects_bad_k(tmp_path, small):
         assert "Traceback" not in result.output
 
 
-def test_report_files(tmp_path, small, results, monkeypatch):
-    """The command writes report.md, results.json and the plots, all at once."""
-    import recompare.compare as compare_module
-
-    def fake_run(dataset, **kwargs):
-        kwargs["variants"] = FAST
-        kwargs["serving_queries"] = 10
-        return run_comparison(dataset, **kwargs)
-
-    monkeypatch.setattr(compare_module, "run_comparison", fake_run)
-    small.save(tmp_path / "ds3")
-    out = tmp_path / "report"
-    result = CliRunner().invoke(main, ["compare", str(tmp_path / "ds3"), "-o", str(out),
-                                       "--json"])
-    assert result.exit_code == 0, result.output
-    files = {p.name for p in out.iterdir()}
-    assert {"report.md", "results.json", "folding_map.png", "leakage.png"} <= files
-    text = (out / "report.md").read_text()
-    assert "| **Folding** |" in text and "folding_map.png" in text
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["table"][0]["question"] == "Accuracy"
-    # without --tune, the report says that each family ran with its defaults
-    assert saved["tuning"]["budget"] is None
-    assert "## Configurations" in text and "each family's defaults (no --tune" in text
-
-
-def test_tune_command_reports_the_chosen_configurations(tmp_path, small, monkeypatch):
-    """compare --tune N: both families tuned with N trials on validation; the report
-    (terminal, report.md, results.json) shows each pick beside the defaults, and the
-    seconds each search took."""
+def test_report_files(tmp_path, small, monkeypatch):
+    """The command writes report.md, results.json and the plots, all at once; with
+    --tune N both families are tuned with N trials on validation, and the report (terminal,
+    report.md, results.json) shows each pick beside the defaults and the seconds each
+    search took."""
     import recompare.compare as compare_module
     import recompare.tune as tune_module
 
@@ -328,12 +303,17 @@ def test_tune_command_reports_the_chosen_configurations(tmp_path, small, monkeyp
     monkeypatch.setitem(tune_module.SPACES, "wals", {"dim": [8, 16], "iterations": [3, 4]})
     monkeypatch.setitem(tune_module.SPACES, "dnn", {"dim": [8], "hidden": [[16]],
                                                     "epochs": [3, 4], "members": [1, 2]})
-    small.save(tmp_path / "ds5")
-    out = tmp_path / "tuned"
-    result = CliRunner().invoke(main, ["compare", str(tmp_path / "ds5"), "-o", str(out),
+    small.save(tmp_path / "ds3")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "ds3"), "-o", str(out),
                                        "--tune", "2", "--quick"])
     assert result.exit_code == 0, result.output
+    files = {p.name for p in out.iterdir()}
+    assert {"report.md", "results.json", "folding_map.png", "leakage.png"} <= files
+    text = (out / "report.md").read_text()
+    assert "| **Folding** |" in text and "folding_map.png" in text
     saved = json.loads((out / "results.json").read_text())
+    assert saved["table"][0]["question"] == "Accuracy"
     tuning = saved["tuning"]
     assert tuning["budget"] == 2
     for name, family in (("WALS", "wals"), ("DNN", "dnn")):
@@ -344,10 +324,24 @@ def test_tune_command_reports_the_chosen_configurations(tmp_path, small, monkeyp
         assert entry["chosen"] == best["params"]
         trained = saved["models"][name]["params"]  # the compared model runs the pick
         assert {k: trained[k] for k in entry["chosen"]} == entry["chosen"]
-    text = (out / "report.md").read_text()
     assert "## Configurations" in text
     assert text.count("tuned: 2 trials on validation") == 2
     assert "Configurations" in result.stdout and "tuned: 2 trials" in result.stdout
+
+
+def test_report_says_when_the_defaults_ran(results):
+    """Without --tune, the report says that each family ran with its defaults."""
+    from rich.console import Console
+
+    from recompare.report.comparison import markdown, rich_tables
+
+    assert results["tuning"]["budget"] is None
+    text = markdown(results)
+    assert "## Configurations" in text and "each family's defaults (no --tune" in text
+    console = Console(width=120, record=True)
+    for table in rich_tables(results, 120):
+        console.print(table)
+    assert "each family's defaults (no --tune" in console.export_text()
 
 
 def test_folding_mirror_command(tmp_path, small, monkeypatch):
