@@ -31,7 +31,15 @@ from .._io import sha256_of
 from .._jsonutil import json_default
 from .._threads import torch_threads
 from ..errors import RecompareError
-from .base import MODEL_FILE, Callback, Recommender, n_new_users, read_saved_model, rows_of
+from .base import (
+    MODEL_FILE,
+    Callback,
+    Recommender,
+    clone,
+    n_new_users,
+    read_saved_model,
+    rows_of,
+)
 from .ddp import Distributed
 from .sampling import NegativeSampler
 from .softmax_params import (  # noqa: F401 - the allowed values stay importable here
@@ -332,8 +340,7 @@ class SoftmaxDNN(Recommender):
         n = int(self.members)
         fitted: list[SoftmaxDNN] = []
         for k in range(n):
-            member = SoftmaxDNN(**{**self.get_params(), "members": 1,
-                                   "random_state": self.member_seed(k)})
+            member = clone(self).set_params(members=1, random_state=self.member_seed(k))
             folder = f"member-{k}"
             resume_k = None
             if resume_from is not None and (k == 0 or (Path(resume_from) / folder).is_dir()):
@@ -454,7 +461,7 @@ class SoftmaxDNN(Recommender):
 
     def _build_tower(self, n_items: int, schema: FeatureSchema) -> QueryTower | EnsembleTower:
         if self.members > 1:
-            return EnsembleTower([SoftmaxDNN(**{**self.get_params(), "members": 1})
+            return EnsembleTower([clone(self).set_params(members=1)
                                   ._build_tower(n_items, schema)
                                   for _ in range(int(self.members))])
         return QueryTower(n_items, self.dim, as_hidden(self.hidden), self.activation,

@@ -54,25 +54,19 @@ def configuration_rows(results: dict) -> list[tuple[str, str]]:
         return [("WALS and DNN", ("each family's defaults (no --tune; --tune N searches "
                                   "both with N trials each on validation)"))]
 
-    def value(v) -> str:
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-
     rows = []
     for name, entry in tuning.items():
         if not isinstance(entry, dict):
             continue
-        changed = [f"{k} {value(v)} (default {value(entry['defaults'].get(k))})"
+        changed = [f"{k} {fmt(v, 3, significant=True)} "
+                   f"(default {fmt(entry['defaults'].get(k), 3, significant=True)})"
                    for k, v in entry["chosen"].items() if entry["defaults"].get(k) != v]
         text = (f"tuned: {len(entry['trials'])} trials on validation in "
-                f"{_seconds(entry.get('seconds', 0))}, recall@20 {entry['validation_recall@20']:.4f} "
+                f"{fmt(entry.get('seconds'), 2, significant=True)} s, recall@20 {entry['validation_recall@20']:.4f} "
                 f"vs {entry['default_validation_recall@20']:.4f} for the defaults; "
                 + ("chose " + ", ".join(changed) if changed else "the defaults won"))
         rows.append((name, text))
     return rows
-
-
-def _seconds(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
 def _configuration_table(results: dict):
