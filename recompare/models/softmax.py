@@ -356,9 +356,10 @@ class SoftmaxDNN(Recommender):
         self._remember(dataset)
         self.n_features_ = list(features)
         self.tower_ = EnsembleTower([m.tower_ for m in fitted])
-        self.query_embeddings_ = np.concatenate([m.query_embeddings_ for m in fitted],
-                                                axis=1) / np.float32(n)
-        self.item_embeddings_ = np.concatenate([m.item_embeddings_ for m in fitted], axis=1)
+        # the members' cached queries, combined as the tower combines fresh ones
+        self.query_embeddings_ = EnsembleTower.combine_queries(
+            [torch.from_numpy(m.query_embeddings_) for m in fitted]).numpy()
+        self.item_embeddings_ = self.tower_.item_matrix().detach().numpy().copy()
         history = [{**row, "member": k} for k, m in enumerate(fitted)
                    for row in m.fit_info_["history"]]
         self.fit_info_ = {

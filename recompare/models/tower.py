@@ -359,8 +359,13 @@ class EnsembleTower(nn.Module):
     def query(self, batch: Batch, gen: torch.Generator | None = None,
               rows: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
         """The members' queries side by side, over their number, Tensor (B, dim)."""
-        parts = [tower.query(batch, gen, rows) for tower in self.members]
-        return torch.cat(parts, dim=1) / len(parts)
+        return self.combine_queries([tower.query(batch, gen, rows) for tower in self.members])
+
+    @staticmethod
+    def combine_queries(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The ensemble's query from its members' (the one place that says how): side by
+        side, divided by their number, so that a dot product is the mean member score."""
+        return torch.cat(list(parts), dim=1) / len(parts)
 
     def item_matrix(self) -> torch.Tensor:
         """The members' output embeddings side by side, Tensor (N, dim)."""
