@@ -30,6 +30,15 @@ def tiny_split(tiny_planted):
 
 
 @pytest.fixture(scope="session")
+def tiny_path(tiny_split, tmp_path_factory) -> Path:
+    """:func:`tiny_split` saved as a data set directory (read it, never write it): for
+    commands whose test needs a data set on disk but not the bundled data's size."""
+    path = tmp_path_factory.mktemp("tiny") / "data"
+    tiny_split.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def bundled_path() -> Path:
     """Path of the bundled ``data/planted`` directory (read it, never write it)."""
     return BUNDLED

@@ -124,3 +124,59 @@ def test_threads_are_restored_when_fit_fails(tiny):
     with pytest.raises(KeyboardInterrupt):
         WALS(dim=4, iterations=3, threads=2).fit(tiny, callback=interrupt)
     assert torch.get_num_threads() == before
+
+
+def test_frozen_heap_still_collects_the_body_garbage_and_unfreezes():
+    import gc
+    import weakref
+
+    from recompare._gc import frozen_heap
+
+    class Node:
+        pass
+
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0  # what was alive at the start is out of the passes
+        cycle = Node()
+        cycle.self = cycle
+        ref = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert ref() is None  # garbage made in the body is collected as usual
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    with pytest.raises(KeyboardInterrupt), frozen_heap():
+        raise KeyboardInterrupt
+    assert gc.get_freeze_count() == 0
+
+
+def test_frozen_heap_leaves_the_callers_freeze_alone():
+    import gc
+
+    from recompare._gc import frozen_heap
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == frozen  # not unfrozen under the caller
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_timed_queries_pause_the_collector_and_put_it_back(enabled):
+    import gc
+
+    from recompare.evaluate.latency import _time_queries
+
+    seen = []
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        _time_queries(lambda user: seen.append(gc.isenabled()), np.arange(3), warmup=1)
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [enabled, False, False, False]  # the warm-up call runs as it is

@@ -85,9 +85,9 @@ def _run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_cli_writes_model_trials_and_json(bundled_path, out_dir):
+def test_cli_writes_model_trials_and_json(tiny_path, out_dir):
     space = json.dumps({"dim": [8, 16], "hidden": [[16]], "epochs": [2], "batch_size": [64]})
-    res = _run("tune", bundled_path, "--family", "dnn", "--budget", 2, "--space", space,
+    res = _run("tune", tiny_path, "--family", "dnn", "--budget", 2, "--space", space,
                "-o", out_dir, "--json")
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
@@ -95,7 +95,7 @@ def test_cli_writes_model_trials_and_json(bundled_path, out_dir):
     assert (out_dir / "trials.csv").read_text().count("\n") == 3
     from recompare.data.dataset import Dataset
 
-    model = load_model(out_dir / "model", Dataset.load(bundled_path))
+    model = load_model(out_dir / "model", Dataset.load(tiny_path))
     assert model.fit_info_["selected_on"] == "validation"
     assert model.get_params()["dim"] == summary["best_params"]["dim"]
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._gc import frozen_heap
 from ..errors import RecompareError
 from .cost import measure_cost, scaling_family, serving_costs, steps_run
 from .folding import MIRROR_CROSS_RATE, folding_check, mirrored
@@ -159,36 +160,37 @@ def run_comparison(
     variants = variants or default_variants(quick, seed)
     ks = tuple(sorted(set(ks) | {10, 20}))
     _warm_up()
-    if not _has_side_features(dataset):  # the DNN with features is the history-only one
-        variants = [v for v in variants if v.role != "features"]
-    runs = [_with_runtime_params(_quick(v) if quick else v, dataset, threads) for v in variants]
-    tuning = _tune_families(dataset, runs, tune, seed, emit) if tune else None
-    models, info = _train_all(runs, dataset, emit)
-    emit({"stage": "evaluate", "message": "evaluating all models"})
-    evaluation = evaluate_models(models, dataset, "all", ks, folding=dataset.has_groups,
-                                 seed=seed, callback=lambda e: emit({**e, "stage": "evaluate"}),
-                                 per_query_metrics=PAIRED_METRICS)
-    statistics = paired_statistics(evaluation, info, seed)
-    _measure_serving(models, info, runs, dataset, serving_queries, seed, serving_threads, emit)
-    emit({"stage": "scaling", "message": "training scalability"})
-    results: ComparisonResults = {
-        "dataset": {**dataset.info(), "protocols": list(dataset.protocols)},
-        "quick": quick,
-        "seed": seed,
-        "ks": list(ks),
-        "models": info,
-        "evaluation": evaluation,
-        "scaling": training_scaling(
-            dataset, [_with_runtime_params(v, dataset, threads) for v in variants],
-            quick, seed, emit),
-        "statistics": statistics,
-        "folding": folding_check(evaluation, None if folding_mirror is None else
-                                 _folding_on_mirror(dataset, int(folding_mirror), runs, ks,
-                                                    seed, emit)),
-        "table": [],
-        "tuning": tuning or {"budget": None, "note": "family defaults (no --tune)"},
-    }
-    results["table"] = comparison_table(results)
+    with frozen_heap():  # the many collections of the measurements stay cheap
+        if not _has_side_features(dataset):  # the DNN with features is the history-only one
+            variants = [v for v in variants if v.role != "features"]
+        runs = [_with_runtime_params(_quick(v) if quick else v, dataset, threads) for v in variants]
+        tuning = _tune_families(dataset, runs, tune, seed, emit) if tune else None
+        models, info = _train_all(runs, dataset, emit)
+        emit({"stage": "evaluate", "message": "evaluating all models"})
+        evaluation = evaluate_models(models, dataset, "all", ks, folding=dataset.has_groups,
+                                     seed=seed, callback=lambda e: emit({**e, "stage": "evaluate"}),
+                                     per_query_metrics=PAIRED_METRICS)
+        statistics = paired_statistics(evaluation, info, seed)
+        _measure_serving(models, info, runs, dataset, serving_queries, seed, serving_threads, emit)
+        emit({"stage": "scaling", "message": "training scalability"})
+        results: ComparisonResults = {
+            "dataset": {**dataset.info(), "protocols": list(dataset.protocols)},
+            "quick": quick,
+            "seed": seed,
+            "ks": list(ks),
+            "models": info,
+            "evaluation": evaluation,
+            "scaling": training_scaling(
+                dataset, [_with_runtime_params(v, dataset, threads) for v in variants],
+                quick, seed, emit),
+            "statistics": statistics,
+            "folding": folding_check(evaluation, None if folding_mirror is None else
+                                     _folding_on_mirror(dataset, int(folding_mirror), runs, ks,
+                                                        seed, emit)),
+            "table": [],
+            "tuning": tuning or {"budget": None, "note": "family defaults (no --tune)"},
+        }
+        results["table"] = comparison_table(results)
     return (results, models) if return_models else results
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .._gc import frozen_heap
 from .._threads import torch_threads
 from ..errors import RecompareError
 
@@ -163,7 +164,7 @@ def measure_latency(
     results = {name: ModelLatency() for name in models}
     with_ann = set(models) if ann is True else set(ann or ())
     with (torch_threads(threads), _ann_threads(bool(with_ann), threads),
-          _model_threads(models, threads)):
+          _model_threads(models, threads), frozen_heap()):
         servers = {name: _Server(model, dataset, k, name in with_ann, tuning, seed, threads)
                    for name, model in models.items()}
         calls = {(name, path, index): call for name, server in servers.items()
@@ -336,11 +337,14 @@ def _time_round(calls: Mapping[tuple[str, str, str], Callable[[int], Any]], roun
     keys = list(calls)
     parts: dict[tuple[str, str, str], list[np.ndarray]] = {key: [] for key in keys}
     starts = range(0, len(users), block)
+    # one full collection per round: with torch loaded a full collection takes about
+    # 0.25 s, so collecting before every model's block cost more than the timing itself
+    gc.collect()
     for b, start in enumerate(starts):
         shift = (round_number * len(starts) + b) % len(keys) if keys else 0
         for key in keys[shift:] + keys[:shift]:
             parts[key].append(_time_queries(calls[key], users[start: start + block],
-                                            warmup=1, cpu=cpu, collect=b == 0))
+                                            warmup=1, cpu=cpu, collect=False))
     return {key: np.concatenate(chunks, axis=1) for key, chunks in parts.items()}
 
 
@@ -348,20 +352,28 @@ def _time_queries(call: Callable[[int], Any], users: np.ndarray, warmup: int = 5
                   cpu: bool = True, collect: bool = True) -> np.ndarray:
     """Milliseconds of each call, one user at a time, after a few untimed calls: row 0
     wall clock, row 1 the calling thread's CPU time (NaN when ``cpu`` is False).
-    ``collect`` runs the garbage collector before timing."""
+    ``collect`` runs the garbage collector before timing.  The collector is paused while
+    the calls are timed (as :mod:`timeit` does), so that no query pays for a collection of
+    garbage that others made, and resumed after (when it was on)."""
     for user in users[:warmup]:
         call(int(user))
     if collect:
         gc.collect()
     times = np.full((2, len(users)), np.nan)
     wall, thread = time.perf_counter_ns, time.thread_time_ns
-    for i, user in enumerate(users):
-        start = wall()  # the CPU interval is nested inside the wall one
-        start_cpu = thread() if cpu else 0
-        call(int(user))
-        if cpu:
-            times[1, i] = thread() - start_cpu
-        times[0, i] = wall() - start
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i, user in enumerate(users):
+            start = wall()  # the CPU interval is nested inside the wall one
+            start_cpu = thread() if cpu else 0
+            call(int(user))
+            if cpu:
+                times[1, i] = thread() - start_cpu
+            times[0, i] = wall() - start
+    finally:
+        if was_enabled:
+            gc.enable()
     return times / 1e6
 
 
