@@ -213,7 +213,10 @@ def _draw_points(space: Mapping[str, Any], family: str, validation, budget: int,
     A draw the model refuses (``check`` raises, e.g. more negatives than items) is
     skipped; a space whose draws are all refused has no valid point.
     """
-    defaults = make_model(family).get_params()
+    model = make_model(family)
+    # parameters whose default is "the value that fits the others" (WALS's penalty) are
+    # recorded as the values in effect
+    defaults = getattr(model, "resolved_params", model.get_params)()
     points = [{name: _plain(defaults[name]) for name in space}]
     rng = np.random.default_rng([int(random_state) & 0xFFFFFFFF, 31])
     seen = {repr(sorted(points[0].items()))}

@@ -54,10 +54,12 @@ def _dense_objective(model: WALS, matrix: sp.csr_matrix) -> float:
     w0 = model.unobserved_weight
     loss = np.where(observed, w * (t - scores) ** 2, w0 * scores ** 2).sum()
     n_u, n_i = observed.sum(1), observed.sum(0)
-    lam = model.regularization
+    lam, nu = model.penalty()  # the parameters, or the scaling's defaults (a test below)
     if model.reg_scaling == "frequency":
-        lam_u = lam * (n_u + w0 * matrix.shape[1]) ** model.reg_exponent
-        lam_i = lam * (n_i + w0 * matrix.shape[0]) ** model.reg_exponent
+        lam_u = lam * (n_u + w0 * matrix.shape[1]) ** nu
+        lam_i = lam * (n_i + w0 * matrix.shape[0]) ** nu
+    elif model.reg_scaling == "observed":
+        lam_u, lam_i = lam * n_u ** nu, lam * n_i ** nu
     else:
         lam_u, lam_i = np.full(len(n_u), lam), np.full(len(n_i), lam)
     return float(loss + (lam_u * (x ** 2).sum(1)).sum() + (lam_i * (y ** 2).sum(1)).sum())
@@ -138,11 +140,25 @@ def test_fold_in_is_the_exact_row_solve():
 # ------------------------------------------------------------- objective
 
 
+def test_penalty_defaults_follow_the_scaling_and_explicit_values_win():
+    # the documented defaults (docs/wals.md): frequency 0.3 with nu 0.5; none and observed
+    # keep lambda 0.01, observed Spark's nu 1
+    assert WALS().penalty() == (0.3, 0.5)
+    assert WALS(reg_scaling="observed").penalty() == (0.01, 1.0)
+    assert WALS(reg_scaling="none").penalty()[0] == 0.01
+    assert WALS(regularization=0.0, reg_exponent=2.0).penalty() == (0.0, 2.0)
+    model = WALS(dim=2, iterations=1, reg_scaling="frequency", unobserved_weight=0.5)
+    model.fit(_random_dataset())
+    counts = np.array([0, 4, 9])
+    assert np.allclose(model._row_regularization(counts, 10), 0.3 * (counts + 5.0) ** 0.5)
+
+
 @pytest.mark.parametrize("params", [
     {},
     {"unobserved_weight": 0.0, "reg_scaling": "none"},
     {"weighting": "linear", "alpha": 2.0, "item_weights": "inverse_frequency"},
-    {"weighting": "log", "alpha": 3.0, "targets": "values", "reg_exponent": 0.5},
+    {"weighting": "log", "alpha": 3.0, "targets": "values", "reg_exponent": 1.0},
+    {"reg_scaling": "observed", "regularization": 0.05},
     {"unobserved_weight": 1.5, "weighting": "constant"},  # observed weight below w0
 ])
 def test_exact_objective_never_increases_and_is_exact(params):
@@ -423,6 +439,7 @@ def test_export_arrays_names():
     ({"dim": 2.5}, "dim must be a positive integer"),
     ({"unobserved_weight": -0.1}, "unobserved_weight must be"),
     ({"regularization": -1}, "regularization must be"),
+    ({"reg_exponent": float("nan")}, "reg_exponent must be"),
     ({"alpha": -1.0, "weighting": "linear"}, "alpha must be"),
     ({"iterations": 0}, "iterations must be"),
     ({"cg_steps": 0}, "cg_steps must be"),

@@ -56,6 +56,7 @@ def bench(suite: str, scale: str, output: str | None, dataset: str | None,
     import importlib
     import time
 
+    from .._gc import frozen_heap
     from ..bench.common import machine_info
     from ..report.bench import bench_table, write_bench_outputs
 
@@ -72,7 +73,8 @@ def bench(suite: str, scale: str, output: str | None, dataset: str | None,
                 _status.update(f"[bold]bench {_name}[/] ({scale}) {message}")
 
             extra = {"dataset": dataset} if name == "dnn" and dataset else {}
-            results["suites"][name] = module.run(scale=scale, callback=callback, **extra)
+            with frozen_heap():  # the collections before each measurement stay cheap
+                results["suites"][name] = module.run(scale=scale, callback=callback, **extra)
         results["suites"][name]["wall_seconds"] = time.perf_counter() - start
         console.log(f"bench {name} done in {time.perf_counter() - start:.1f} s")
     write_bench_outputs(results, output)

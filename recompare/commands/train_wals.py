@@ -43,16 +43,28 @@ def _model_options(func):
 
 
 def _regularization_options(func):
-    """``--regularization``, ``--reg-scaling``."""
+    """``--regularization``, ``--reg-scaling``, ``--reg-exponent``."""
+    func = click.option("--reg-exponent", type=float, default=DEFAULTS["reg_exponent"],
+                        help="nu of the frequency and observed scalings  [default: 0.5 with "
+                             "frequency, 1 with observed]")(func)
     func = click.option("--reg-scaling", type=click.Choice(("none", "frequency", "observed")),
                         default=DEFAULTS["reg_scaling"], show_default=True,
                         help="none: lambda for every row; frequency: lambda (n_u + w0 n)^nu "
                              "(Rendle et al.), scaled by each row's entries; observed: "
-                             "lambda n_u (Spark's scaling).")(func)
+                             "lambda n_u^nu (Spark's scaling with nu = 1).")(func)
     func = click.option("--regularization", type=float, default=DEFAULTS["regularization"],
-                        show_default=True,
-                        help="lambda, the L2 penalty on the factors.")(func)
+                        help="lambda, the L2 penalty on the factors  [default: 0.3 with "
+                             "--reg-scaling frequency, 0.01 with none or observed]")(func)
     return func
+
+
+def _penalty_text(model) -> str:
+    """The penalty in effect, as the summary shows it."""
+    lam, nu = model.penalty()
+    if model.reg_scaling == "none":
+        return f"{lam:g} (constant)"
+    base = "n_u + w0 n" if model.reg_scaling == "frequency" else "n_u"
+    return f"{lam:g} ({model.reg_scaling}: lambda ({base})^{nu:g})"
 
 
 def _weight_options(func):
@@ -275,7 +287,8 @@ def _save_with_dataset(model, data, output: str, overwrite: bool) -> None:
 @seed_option
 @json_option
 def train_wals(dataset: str | None, output: str, dim: int, unobserved_weight: float,
-               iterations: int, regularization: float, reg_scaling: str, weighting: str,
+               iterations: int, regularization: float | None, reg_scaling: str,
+               reg_exponent: float | None, weighting: str,
                alpha: float, solver: str, cg_steps: int, threads: int, engine: str,
                spark_master: str, spark_conf: tuple[str, ...], log: str | None,
                log_cols: tuple[str, ...], duplicates: str, min_rating: float | None,
@@ -311,7 +324,8 @@ def train_wals(dataset: str | None, output: str, dim: int, unobserved_weight: fl
     from ..models.wals import WALS
 
     model = WALS(dim=dim, unobserved_weight=unobserved_weight,
-                 regularization=regularization, reg_scaling=reg_scaling, weighting=weighting,
+                 regularization=regularization, reg_scaling=reg_scaling,
+                 reg_exponent=reg_exponent, weighting=weighting,
                  alpha=alpha, iterations=iterations, solver=solver, cg_steps=cg_steps,
                  random_state=random_state, threads=threads)
     if engine == "spark":
@@ -347,7 +361,7 @@ def train_wals(dataset: str | None, output: str, dim: int, unobserved_weight: fl
                       f"{summary['train_nnz']:,} training entries")),
             ("dim", str(dim)),
             ("unobserved weight w0", f"{unobserved_weight:g}"),
-            ("regularization", f"{regularization:g} ({reg_scaling})"),
+            ("regularization", _penalty_text(model)),
             ("weighting", weighting if weighting == "constant" else f"{weighting}, alpha {alpha:g}"),
             ("solver", solver if solver == "cholesky" else f"cg, {cg_steps} steps"),
             ("iterations", str(info["iterations"])),

@@ -80,6 +80,10 @@ from .wals_params import item_weight_vector, validate
 if TYPE_CHECKING:
     from .wals_solver import Problem
 
+#: (lambda, nu) per ``reg_scaling`` when ``regularization`` / ``reg_exponent`` are None.
+#: frequency: chosen on validation carves of four data sets (docs/wals.md, issue 9);
+#: none and observed keep the earlier lambda, observed Spark's nu = 1.
+REG_DEFAULTS = {"frequency": (0.3, 0.5), "none": (0.01, 1.0), "observed": (0.01, 1.0)}
 #: model.json keys of WALS beyond the common ones ("arrays": written by older versions)
 _SAVED_KEYS = {"cold_start": dict, "arrays": str}
 #: arrays.npz of WALS, shapes in named dimensions (see :func:`read_model_arrays`)
@@ -104,13 +108,15 @@ class WALS(FactorModel):
     unobserved_weight : float
         ``w0`` >= 0, the weight of every unobserved pair, relative to observed
         weights near 1.  0 fits observed entries only (prone to folding).
-    regularization : float
-        ``lambda`` >= 0.
+    regularization : float or None
+        ``lambda`` >= 0; None: the scaling's default (:data:`REG_DEFAULTS`: 0.3 with
+        ``frequency``, 0.01 with ``none`` and ``observed``).
     reg_scaling : {"none", "frequency", "observed"}
         Constant ``lambda``, ``lambda (n_u + w0 n) ** reg_exponent`` or
         ``lambda n_u ** reg_exponent`` per row (``n_u``: the row's observed entries).
-    reg_exponent : float
-        ``nu`` of the frequency and observed scalings.
+    reg_exponent : float or None
+        ``nu`` of the frequency and observed scalings; None: the scaling's default (0.5
+        with ``frequency``, 1 with ``observed``: Spark's scaling).
     weighting : {"constant", "linear", "log"}
         Observed weight ``f(r)``: 1, ``1 + alpha r`` or ``1 + alpha log(1 + r / epsilon)``.
     alpha, epsilon : float
@@ -152,9 +158,9 @@ class WALS(FactorModel):
         self,
         dim: int = 64,
         unobserved_weight: float = 0.1,
-        regularization: float = 0.01,
+        regularization: float | None = None,
         reg_scaling: str = "frequency",
-        reg_exponent: float = 1.0,
+        reg_exponent: float | None = None,
         weighting: str = "constant",
         alpha: float = 1.0,
         epsilon: float = 1.0,
@@ -212,14 +218,30 @@ class WALS(FactorModel):
     def _targets(self, matrix: sp.csr_matrix) -> np.ndarray | float:
         return 1.0 if self.targets == "binary" else matrix.data.astype(np.float64)
 
+    def penalty(self) -> tuple[float, float]:
+        """``(lambda, nu)`` in effect: the parameters, or where they are None the
+        defaults of ``reg_scaling`` (:data:`REG_DEFAULTS`)."""
+        lam, nu = REG_DEFAULTS.get(self.reg_scaling, (0.0, 1.0))
+        if self.regularization is not None:
+            lam = self.regularization
+        if self.reg_exponent is not None:
+            nu = self.reg_exponent
+        return float(lam), float(nu)
+
+    def resolved_params(self) -> dict:
+        """:meth:`get_params` with the penalty's None parameters replaced by the values in
+        effect (the same model, written out: how ``tune`` records the defaults)."""
+        lam, nu = self.penalty()
+        return {**self.get_params(), "regularization": lam, "reg_exponent": nu}
+
     def _row_regularization(self, counts: np.ndarray, n_other: int) -> np.ndarray:
-        lam = float(self.regularization)
+        lam, nu = self.penalty()
         if self.reg_scaling == "none":
             return np.full(len(counts), lam)
         base = counts.astype(np.float64)
         if self.reg_scaling == "frequency":
             base = base + float(self.unobserved_weight) * n_other
-        return lam * base ** float(self.reg_exponent)
+        return lam * base ** nu
 
     # ----------------------------------------------------------------- fit
     def check(self, dataset) -> None:

@@ -49,8 +49,9 @@ def validate(model: WALS) -> None:
     if model.patience is not None:
         positive_int("patience", model.patience)
     non_negative("unobserved_weight", model.unobserved_weight)
-    non_negative("regularization", model.regularization)
-    non_negative("reg_exponent", model.reg_exponent)
+    for name in ("regularization", "reg_exponent"):  # None: the scaling's default
+        if getattr(model, name) is not None:
+            non_negative(name, getattr(model, name))
     non_negative("alpha", model.alpha)
     non_negative("init_scale", model.init_scale)
     if not isinstance(model.threads, (int, np.integer)) or model.threads < 0:

@@ -213,7 +213,7 @@ class Problem:
         constant_lam = self.model.reg_scaling == "none"
         dense = (Y.T @ Y) * self.w0
         if constant_lam:
-            dense += float(self.model.regularization) * torch.eye(self.k, dtype=self.dtype)
+            dense += self.model.penalty()[0] * torch.eye(self.k, dtype=self.dtype)
         scalar_c = isinstance(self.cprime, float)
 
         def work(j: int) -> None:

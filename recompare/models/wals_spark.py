@@ -116,12 +116,12 @@ def spark_mapping(model) -> SparkMapping:
         raise RecompareError(
             "targets='values' cannot run on Spark (its implicit ALS fits 1 on every observed "
             "pair); use targets='binary' or --engine local")
-    lam = float(model.regularization)
-    if lam > 0 and not (model.reg_scaling == "observed" and float(model.reg_exponent) == 1.0):
+    lam, nu = model.penalty()
+    if lam > 0 and not (model.reg_scaling == "observed" and nu == 1.0):
         raise RecompareError(
             "Spark scales the penalty by each row's number of ratings: use --reg-scaling "
             f"observed with reg_exponent 1 (got {model.reg_scaling!r}, exponent "
-            f"{model.reg_exponent}) or --regularization 0, or --engine local")
+            f"{nu:g}) or --regularization 0, or --engine local")
     if getattr(model, "patience", None) is not None:
         raise RecompareError("early stopping (patience) is not available with --engine spark")
     return SparkMapping(rank=int(model.dim), reg_param=lam / w0, alpha=1.0,
