@@ -33,7 +33,7 @@ def default_variants(quick: bool = False, seed: int = 0) -> list[Variant]:
     sampled = {"loss": "sampled", "dropout": 0.0, "random_state": seed}
     # The w0 sweep uses a constant L2 penalty so that w0 is the only thing handling
     # the missing data, as in classic WALS; the frequency-scaled penalty of the
-    # default, lambda (n_u + w0 n), also shrinks embeddings at w0 = 0 and hides folding.
+    # default, lambda (n_u + w0 n)^nu, also shrinks embeddings at w0 = 0 and hides folding.
     const = {"reg_scaling": "none", "random_state": seed}
     return [
         Variant("WALS", "wals", {"random_state": seed}, "wals"),
