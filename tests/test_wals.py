@@ -505,3 +505,32 @@ def test_cli_train_wals_and_export(tmp_path, bundled):
         assert arrays["item_ids"][0] == bundled.items.ids[0]
     clash = runner.invoke(main, ["export", str(out), str(npz)])
     assert clash.exit_code == 1 and "already exists" in clash.output
+
+
+def test_cli_penalty_options_reach_the_model_and_the_summary(tmp_path):
+    from click.testing import CliRunner
+
+    from recompare.cli import main
+    from recompare.models import load_model
+
+    data = _random_dataset()
+    data.save(tmp_path / "ds")
+    runner = CliRunner()
+    out = tmp_path / "m"
+    result = runner.invoke(main, ["train-wals", str(tmp_path / "ds"), "-o", str(out), "--dim",
+                                  "4", "--iterations", "2", "--regularization", "0.02",
+                                  "--reg-exponent", "1"])
+    assert result.exit_code == 0, result.output
+    assert "0.02 (frequency: lambda (n_u + w0 n)^1)" in result.output
+    params = load_model(out, data).get_params()
+    assert (params["regularization"], params["reg_exponent"]) == (0.02, 1.0)
+    # no flags: the scaling's defaults, saved as such and shown as the values in effect
+    result = runner.invoke(main, ["train-wals", str(tmp_path / "ds"), "-o", str(tmp_path / "d"),
+                                  "--dim", "4", "--iterations", "2"])
+    assert result.exit_code == 0, result.output
+    assert "0.3 (frequency: lambda (n_u + w0 n)^0.5)" in result.output
+    assert load_model(tmp_path / "d", data).penalty() == (0.3, 0.5)
+    bad = runner.invoke(main, ["train-wals", str(tmp_path / "ds"), "-o", str(tmp_path / "x"),
+                               "--reg-exponent", "-1"])
+    assert bad.exit_code == 1 and "reg_exponent must be" in bad.output
+    assert "Traceback" not in bad.output and not (tmp_path / "x").exists()
