@@ -534,3 +534,17 @@ def test_cli_penalty_options_reach_the_model_and_the_summary(tmp_path):
                                "--reg-exponent", "-1"])
     assert bad.exit_code == 1 and "reg_exponent must be" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "x").exists()
+
+
+def test_train_wals_help_states_the_models_penalty_defaults():
+    # the CLI does not import the model (start-up time), so its help repeats REG_DEFAULTS
+    from recompare.commands.train_wals import train_wals
+    from recompare.models.wals import REG_DEFAULTS
+
+    helps = {p.name: p.help for p in train_wals.params}
+    freq_lam, freq_nu = REG_DEFAULTS["frequency"]
+    assert f"{freq_lam:g} with --reg-scaling frequency" in helps["regularization"]
+    assert f"{REG_DEFAULTS['none'][0]:g} with none or observed" in helps["regularization"]
+    assert REG_DEFAULTS["none"][0] == REG_DEFAULTS["observed"][0]
+    assert f"{freq_nu:g} with frequency, {REG_DEFAULTS['observed'][1]:g} with observed" in \
+        helps["reg_exponent"]

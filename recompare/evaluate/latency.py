@@ -344,21 +344,19 @@ def _time_round(calls: Mapping[tuple[str, str, str], Callable[[int], Any]], roun
         shift = (round_number * len(starts) + b) % len(keys) if keys else 0
         for key in keys[shift:] + keys[:shift]:
             parts[key].append(_time_queries(calls[key], users[start: start + block],
-                                            warmup=1, cpu=cpu, collect=False))
+                                            warmup=1, cpu=cpu))
     return {key: np.concatenate(chunks, axis=1) for key, chunks in parts.items()}
 
 
 def _time_queries(call: Callable[[int], Any], users: np.ndarray, warmup: int = 5,
-                  cpu: bool = True, collect: bool = True) -> np.ndarray:
+                  cpu: bool = True) -> np.ndarray:
     """Milliseconds of each call, one user at a time, after a few untimed calls: row 0
     wall clock, row 1 the calling thread's CPU time (NaN when ``cpu`` is False).
-    ``collect`` runs the garbage collector before timing.  The collector is paused while
-    the calls are timed (as :mod:`timeit` does), so that no query pays for a collection of
-    garbage that others made, and resumed after (when it was on)."""
+    The collector is paused while the calls are timed (as :mod:`timeit` does), so that no
+    query pays for a collection of garbage that others made, and resumed after (when it
+    was on); :func:`_time_round` collects once before its blocks."""
     for user in users[:warmup]:
         call(int(user))
-    if collect:
-        gc.collect()
     times = np.full((2, len(users)), np.nan)
     wall, thread = time.perf_counter_ns, time.thread_time_ns
     was_enabled = gc.isenabled()
