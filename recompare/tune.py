@@ -35,7 +35,7 @@ FRACTION = 0.2
 #: The documented search space of each family (see docs/tuning.md for the reasons).
 SPACES: dict[str, dict[str, Any]] = {
     "wals": {
-        "dim": [32, 64, 128],
+        "dim": [64, 128, 192],
         "regularization": {"log": [1e-3, 1.0]},
         "unobserved_weight": {"log": [0.01, 1.0]},
         "reg_exponent": {"uniform": [0.0, 1.0]},

@@ -41,7 +41,7 @@ def test_tune_wals_trial_zero_is_defaults_and_best_is_the_max(tiny_split):
     result = tune(tiny_split, "wals", 4, random_state=2, callback=events.append,
                   space=SMALL_WALS)
     assert len(result.trials) == 4 and len(events) == 4
-    assert result.trials[0]["params"] == {"dim": 64, "regularization": 0.3, "iterations": 15}
+    assert result.trials[0]["params"] == {"dim": 128, "regularization": 0.3, "iterations": 15}
     best = max(result.trials, key=lambda t: t["score"])
     assert result.params == best["params"]
     assert all(0.0 <= t["score"] <= 1.0 for t in result.trials)

@@ -156,7 +156,7 @@ class WALS(FactorModel):
 
     def __init__(
         self,
-        dim: int = 64,
+        dim: int = 128,
         unobserved_weight: float = 0.1,
         regularization: float | None = None,
         reg_scaling: str = "frequency",
